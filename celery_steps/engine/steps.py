@@ -1,0 +1,352 @@
+"""``ctx.step``: the step tools. Each call is memoized by its key (step id + occurrence)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celery_steps.durations import parse_duration, parse_when, to_ms
+from celery_steps.engine.backoff import backoff_seconds
+from celery_steps.engine.interrupts import Planned, Stop, Suspend
+from celery_steps.engine.serialization import round_trip
+from celery_steps.errors import (
+    CeleryStepsError,
+    ConfigurationError,
+    NonDeterminismError,
+    NonRetriableError,
+    RetryAfterError,
+    SerializationError,
+    StepError,
+    step_error_for,
+)
+from celery_steps.events import Event
+from celery_steps.expressions import Expression, lookup_path, match_key, match_to_expression
+from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
+
+if TYPE_CHECKING:
+    from celery_steps.engine.executor import RunScope
+
+T = TypeVar("T")
+log = logging.getLogger("celery_steps.steps")
+MAX_STEP_ID = 200
+
+
+class NestedStepError(NonRetriableError):
+    """A step tool was called inside another step's function."""
+
+
+def _error_dict(exc: BaseException) -> dict[str, str]:
+    return {"name": type(exc).__name__, "message": str(exc)[:4000]}
+
+
+class StepTools:
+    """The object behind ``ctx.step``. One per execution of a handler."""
+
+    def __init__(self, scope: RunScope) -> None:
+        self._scope = scope
+        self._order = [key for key, _ in scope.run.ordered_steps()]
+        self._counters: dict[str, int] = {}
+        self._pos = 0
+        self._current: str | None = None
+        self._current_attempt = 0
+
+    # -- bookkeeping --------------------------------------------------------------------
+    @property
+    def run_record(self) -> RunRecord:
+        return self._scope.run
+
+    @property
+    def replaying(self) -> bool:
+        """True while the handler is still passing steps recorded by earlier executions."""
+        return self._pos < len(self._order)
+
+    @property
+    def attempt(self) -> int:
+        return self._current_attempt if self._current is not None else self._scope.run.attempt
+
+    def _claim(self, step_id: str, op: str) -> tuple[str, int, dict[str, Any] | None]:
+        if self._current is not None:
+            raise NestedStepError(
+                f"ctx.step.{op}({step_id!r}) was called inside step {self._current!r}: "
+                "steps cannot be nested; call it from the handler instead"
+            )
+        if not isinstance(step_id, str) or not step_id or len(step_id) > MAX_STEP_ID:
+            raise NonRetriableError(
+                f"step id {step_id!r} is invalid: use a non-empty string of at most "
+                f"{MAX_STEP_ID} characters"
+            )
+        if "|" in step_id:
+            raise NonRetriableError(f"step id {step_id!r} must not contain '|'")
+        n = self._counters.get(step_id, 0)
+        self._counters[step_id] = n + 1
+        key = step_id if n == 0 else f"{step_id}:{n}"
+        pos = self._pos
+        self._pos += 1
+        steps = self._scope.run.steps
+        if pos < len(self._order):
+            recorded = self._order[pos]
+            recorded_op = steps[recorded].get("op")
+            if recorded != key or recorded_op != op:
+                raise self._fatal(
+                    f"step #{pos + 1} of run {self._scope.run.id!r} was recorded as "
+                    f"{recorded!r} ({recorded_op}) but the handler now calls {key!r} ({op}): "
+                    "the code changed while the run was in flight. Keep step ids and order "
+                    "stable for running runs, or give new logic new step ids"
+                )
+            return key, pos, steps[recorded]
+        if key in steps:
+            raise self._fatal(
+                f"step {key!r} of run {self._scope.run.id!r} was recorded at another position: "
+                "the handler's step order changed while the run was in flight"
+            )
+        self._order.append(key)
+        return key, pos, None
+
+    def _fatal(self, message: str) -> NonDeterminismError:
+        """A NonDeterminismError the run fails with even if user code catches it."""
+        exc = NonDeterminismError(message)
+        self._scope.fatal = exc
+        return exc
+
+    def _remember(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoint a state under the lease; returns the state that won."""
+        status, existing = self._scope.store.save_step(
+            self._scope.run.id, self._scope.token, key, state
+        )
+        if status == "exists" and existing is not None:
+            state = existing
+        elif status in ("lost", "cancelled"):
+            raise Stop(status)
+        self._scope.run.steps[key] = state
+        return state
+
+    def _suspend(self, status: str, wake_at: int | None, key: str, state: dict[str, Any],
+                 waiters: tuple[Waiter, ...] = ()) -> Suspend:
+        self._scope.run.steps[key] = state
+        return Suspend(Suspension(status, wake_at, key, state, None, waiters))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _replayed(key: str, state: dict[str, Any]) -> Any:
+        if state["status"] == "failed":
+            error = state.get("error") or {}
+            raise step_error_for(key, error.get("name", "Error"), error.get("message", ""))
+        return state.get("result")
+
+    def _now(self) -> int:
+        return self._scope.clock.now_ms()
+
+    # -- step.run -----------------------------------------------------------------------
+    def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` once; later replays return the stored result without calling it."""
+        key, pos, state = self._claim(step_id, "run")
+        if state is not None and state["status"] in FINAL:
+            return self._replayed(key, state)  # type: ignore[no-any-return]
+        if self._scope.planning:
+            raise Planned(key)
+        if self._scope.branch is not None and self._scope.branch != key:
+            raise Stop("not this branch")
+        now = self._now()
+        if state is not None and state.get("wake_at", 0) > now:
+            raise self._suspend("queued", state["wake_at"], key, state)
+        attempts = int(state.get("attempts", 0)) if state else 0
+        started = int(state.get("started_at", now)) if state else now
+        base = {"op": "run", "pos": pos, "started_at": started}
+        self._current, self._current_attempt = key, attempts
+        try:
+            value = fn(*args, **kwargs)
+            result, _ = round_trip(value, what=f"the result of step {key!r}")
+        except SerializationError as exc:
+            return self._fail(key, {**base, "attempts": attempts + 1}, exc)  # type: ignore[no-any-return]
+        except Exception as exc:
+            return self._retry_or_fail(key, base, attempts, exc)  # type: ignore[no-any-return]
+        finally:
+            self._current = None
+        done = {**base, "status": "completed", "attempts": attempts + 1,
+                "ended_at": self._now(), "result": result}
+        return self._replayed(key, self._remember(key, done))  # type: ignore[no-any-return]
+
+    def _retry_or_fail(self, key: str, base: dict[str, Any], attempts: int,
+                       exc: Exception) -> Any:
+        used = attempts + 1
+        retriable = not isinstance(exc, (NonRetriableError, SerializationError, StepError))
+        if not retriable or used > self._scope.function.retries:
+            return self._fail(key, {**base, "attempts": used}, exc)
+        wake_at = self._now() + self._scope.retry_delay_ms(attempts, exc)
+        log.info("step %r of run %s failed (attempt %d), retrying: %s",
+                 key, self._scope.run.id, used, type(exc).__name__)
+        state = {**base, "status": "retrying", "attempts": used, "wake_at": wake_at,
+                 "error": _error_dict(exc)}
+        raise self._suspend("queued", wake_at, key, state)
+
+    def _fail(self, key: str, state: dict[str, Any], exc: BaseException) -> Any:
+        final = {**state, "status": "failed", "ended_at": self._now(), "error": _error_dict(exc)}
+        return self._replayed(key, self._remember(key, final))
+
+    # -- time ---------------------------------------------------------------------------
+    def sleep(self, step_id: str, duration: float | int | str | timedelta) -> None:
+        """Pause the run durably for ``duration``; no worker is held meanwhile."""
+        delta = _checked(lambda: parse_duration(duration, what=f"sleep {step_id!r} duration"))
+        self._sleep(step_id, lambda now: now + to_ms(delta))
+
+    def sleep_until(self, step_id: str, when: datetime | str) -> None:
+        """Pause the run durably until ``when`` (an aware datetime or ISO-8601 string)."""
+        moment = _checked(lambda: parse_when(when, what=f"sleep_until {step_id!r} time"))
+        self._sleep(step_id, lambda _now: int(moment.timestamp() * 1000))
+
+    def _sleep(self, step_id: str, wake_at_of: Callable[[int], int]) -> None:
+        key, pos, state = self._claim(step_id, "sleep")
+        if state is not None and state["status"] in FINAL:
+            return
+        if self._scope.planning:
+            raise Planned(key)
+        now = self._now()
+        if state is None:
+            state = {"op": "sleep", "pos": pos, "status": "sleeping", "started_at": now,
+                     "wake_at": wake_at_of(now), "attempts": 1}
+        if state["wake_at"] > now:
+            raise self._suspend("sleeping", state["wake_at"], key, state)
+        self._remember(key, {**state, "status": "completed", "ended_at": now, "result": None})
+
+    # -- events -------------------------------------------------------------------------
+    def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: float | int | str | timedelta,
+        if_exp: str | None = None,
+        match: str | None = None,
+    ) -> Event | None:
+        """Wait for the first matching event sent after the wait began; None on timeout."""
+        key, pos, state = self._claim(step_id, "wait_for_event")
+        if state is None or state["status"] not in FINAL:
+            if self._scope.planning:
+                raise Planned(key)
+            state = self._wait(key, pos, state, event, timeout, if_exp, match)
+        result = self._replayed(key, state)
+        return None if result is None else Event.model_validate(result)
+
+    def _wait(self, key: str, pos: int, state: dict[str, Any] | None, event: str,
+              timeout: Any, if_exp: str | None, match: str | None) -> dict[str, Any]:
+        now = self._now()
+        if state is None:
+            waiter = self._waiter(key, event, timeout, if_exp, match, now)
+            delta = _checked(lambda: parse_duration(timeout, what=f"wait {key!r} timeout"))
+            state = {"op": "wait_for_event", "pos": pos, "status": "waiting", "started_at": now,
+                     "wake_at": now + to_ms(delta), "event": event, "attempts": 1}
+            raise self._suspend("waiting", state["wake_at"], key, state, (waiter,))
+        if state["wake_at"] > now:
+            raise self._suspend("waiting", state["wake_at"], key, state)
+        timed_out = {**state, "status": "completed", "ended_at": now, "result": None}
+        return self._resolve(key, timed_out)
+
+    def _resolve(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """Store a final state for a suspended step, unless an outside writer won the race."""
+        scope = self._scope
+        if not scope.store.resolve_step(scope.run.id, key, state, now=self._now(), wake=False):
+            fresh = scope.store.load_run(scope.run.id)
+            if fresh is None or key not in fresh.steps or fresh.steps[key]["status"] not in FINAL:
+                raise Stop("cancelled")
+            state = fresh.steps[key]
+        scope.run.steps[key] = state
+        return state
+
+    def _waiter(self, key: str, event: str, timeout: Any, if_exp: str | None,
+                match: str | None, now: int) -> Waiter:
+        if not isinstance(event, str) or not event or event.endswith("*"):
+            raise ConfigurationError(f"wait_for_event {key!r}: event must be an exact event name")
+        if timeout is None:
+            raise ConfigurationError(
+                f"wait_for_event {key!r} needs a timeout (e.g. timeout='7d'): a wait without "
+                "one could hold the run forever"
+            )
+        path = None
+        wanted = None
+        if match is not None:
+            _checked(lambda: match_to_expression(match))
+            path = match
+            wanted = match_key(lookup_path(self._scope.run.events[0], match))
+        if if_exp is not None:
+            _checked(lambda: Expression(if_exp, variables=("event", "async"), what="if_exp"))
+        return Waiter(event, self._scope.run.id, self._scope.function.id, key, now,
+                      path, wanted, if_exp)
+
+    def send_event(self, step_id: str, events: Any) -> list[str]:
+        """Send events once per run, even when the handler replays (ids derive from the step)."""
+        key, pos, state = self._claim(step_id, "send_event")
+        if state is not None and state["status"] in FINAL:
+            return self._replayed(key, state)  # type: ignore[no-any-return]
+        if self._scope.planning:
+            raise Planned(key)
+        now = self._now()
+        seed = f"{self._scope.run.id}|{key}"
+        try:
+            ids = self._scope.send_events(events, seed)
+        except CeleryStepsError as exc:
+            return self._fail(key, {"op": "send_event", "pos": pos, "attempts": 1,  # type: ignore[no-any-return]
+                                    "started_at": now}, exc)
+        done = {"op": "send_event", "pos": pos, "status": "completed", "attempts": 1,
+                "started_at": now, "ended_at": self._now(), "result": ids}
+        return self._replayed(key, self._remember(key, done))  # type: ignore[no-any-return]
+
+    # -- composition ----------------------------------------------------------------------
+    def invoke(self, step_id: str, *, function: Any, data: dict[str, Any] | None = None,
+               timeout: float | int | str | timedelta | None = None) -> Any:
+        """Start a run of another function and wait durably for its output."""
+        key, pos, state = self._claim(step_id, "invoke")
+        if state is not None and state["status"] in FINAL:
+            return self._replayed(key, state)
+        if self._scope.planning:
+            raise Planned(key)
+        now = self._now()
+        if state is None:
+            delta = (None if timeout is None else
+                     _checked(lambda: parse_duration(timeout, what=f"invoke {key!r} timeout")))
+            child = self._scope.start_child(function, data, key)
+            state = {"op": "invoke", "pos": pos, "status": "waiting", "started_at": now,
+                     "child": child, "attempts": 1,
+                     "wake_at": None if delta is None else now + to_ms(delta)}
+            raise self._suspend("waiting", state["wake_at"], key, state)
+        child_state = self._scope.child_outcome(state["child"])
+        if child_state is None and state.get("wake_at") is not None and state["wake_at"] <= now:
+            child_state = {"status": "failed", "error": {
+                "name": "StepTimeoutError",
+                "message": f"invoked run {state['child']} did not end in time"}}
+        if child_state is None:
+            raise self._suspend("waiting", state.get("wake_at"), key, state)
+        return self._replayed(key, self._resolve(key, {**state, **child_state, "ended_at": now}))
+
+    def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
+        """Run zero-argument callables (each calling ``ctx.step.run``) as parallel steps."""
+        return self._scope.parallel(self, tuple(callables))
+
+    def run_task(self, step_id: str, task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Send an existing Celery task and suspend, holding no worker, until it has a result."""
+        key, pos, state = self._claim(step_id, "run_task")
+        if state is not None and state["status"] in FINAL:
+            return self._replayed(key, state)
+        if self._scope.planning:
+            raise Planned(key)
+        now = self._now()
+        if state is None:
+            task_id = self._scope.send_task(task, args, kwargs, key)
+            state = {"op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
+                     "task_id": task_id, "attempts": 1, "wake_at": None}
+        raise self._suspend("waiting", state.get("wake_at"), key, state)
+
+
+def _checked(build: Callable[[], T]) -> T:
+    """Run a validation; a bad argument fails the step at once (never retried)."""
+    try:
+        return build()
+    except ConfigurationError as exc:
+        raise NonRetriableError(str(exc)) from None
+
+
+def derived_id(*parts: str) -> str:
+    """A stable id from parts: the same inputs always give the same id (dedupe)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:32]

@@ -1,0 +1,98 @@
+"""Public errors. Every one derives from :class:`CeleryStepsError`.
+
+Messages say what was wrong and how to fix it. Control-flow interrupts are not here: they
+live in :mod:`celery_steps.engine.interrupts` and derive from ``BaseException``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+
+class CeleryStepsError(Exception):
+    """Base class of every error celery-steps raises on purpose."""
+
+
+class ConfigurationError(CeleryStepsError):
+    """The extension, a function or an option is configured wrongly."""
+
+
+class InvalidEventError(CeleryStepsError):
+    """An event was rejected before anything was stored or started."""
+
+
+class RunNotFound(CeleryStepsError):
+    """No run with that id exists (or it expired after the retention period)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"no run with id {run_id!r}: check the id (`celery -A proj steps runs` lists runs); "
+            "ended runs expire after steps_run_retention seconds"
+        )
+        self.run_id = run_id
+
+
+class SerializationError(CeleryStepsError):
+    """A value that must be stored is not JSON-serializable. Never retried."""
+
+
+class NonDeterminismError(CeleryStepsError):
+    """A replay met steps that differ from what the run recorded (the code changed)."""
+
+
+class NonRetriableError(CeleryStepsError):
+    """Raise from a step (or the handler) to fail it at once, without further attempts."""
+
+
+class RetryAfterError(CeleryStepsError):
+    """Raise to retry the step no sooner than ``retry_after`` (seconds, timedelta or datetime)."""
+
+    def __init__(self, message: str, retry_after: float | timedelta | datetime) -> None:
+        super().__init__(message)
+        if isinstance(retry_after, datetime) and retry_after.tzinfo is None:
+            raise ConfigurationError(
+                "RetryAfterError got a naive datetime: pass an aware one, "
+                "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+            )
+        self.retry_after = retry_after
+
+    def delay_seconds(self, now: datetime) -> float:
+        """Seconds from ``now`` until the next attempt may run (never negative)."""
+        value = self.retry_after
+        if isinstance(value, datetime):
+            seconds = (value - now.astimezone(timezone.utc)).total_seconds()
+        elif isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        else:
+            seconds = float(value)
+        return max(0.0, seconds)
+
+
+class StepError(CeleryStepsError):
+    """A step failed for good. Raised where the handler called the step, on every replay."""
+
+    def __init__(self, step_id: str, name: str, message: str) -> None:
+        super().__init__(f"step {step_id!r} failed: {name}: {message}")
+        self.step_id = step_id
+        self.name = name
+        self.message = message
+
+
+class StepSerializationError(StepError, SerializationError):
+    """A step whose result could not be stored; catchable as either parent class."""
+
+
+class StepTimeoutError(StepError):
+    """A step (``invoke``, ``run_task``) did not complete within its timeout."""
+
+
+class StepCancelledError(StepError):
+    """A step waited on another run that was cancelled."""
+
+
+def step_error_for(step_id: str, name: str, message: str) -> StepError:
+    """The StepError subclass matching a stored error name."""
+    cls: type[StepError] = StepError
+    if name == "SerializationError":
+        cls = StepSerializationError
+    return cls(step_id, name, message)

@@ -1,0 +1,279 @@
+"""Declared functions: validation at decoration time and the trigger lookup table."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celery_steps.crons import CronSchedule, parse_cron
+from celery_steps.durations import parse_duration
+from celery_steps.errors import ConfigurationError
+from celery_steps.events import FUNCTION_FAILED
+from celery_steps.expressions import Expression, match_to_expression
+from celery_steps.options import (
+    BatchEvents,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    Trigger,
+    TriggerCron,
+    TriggerEvent,
+)
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from celery_steps.context import Context
+    from celery_steps.extension import CelerySteps
+
+FUNCTION_ID = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+EVENT_PATTERN = re.compile(r"[^\s*]+(/\*)?|\*")
+TASK_PREFIX = "celery_steps.fn."
+
+Handler = Callable[["Context"], Any]
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """Flow-control options, kept together so Function stays small."""
+
+    concurrency: Concurrency | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    priority: Priority | None = None
+    batch_events: BatchEvents | None = None
+    idempotency: str | None = None
+    singleton: Singleton | None = None
+
+
+@dataclass(frozen=True)
+class CompiledCancel:
+    option: CancelOn
+    condition: Expression
+    timeout: timedelta | None
+
+
+@dataclass
+class Function:
+    """A durable function: its handler, triggers and options. Call ``fn.invoke()`` to start one."""
+
+    id: str
+    handler: Handler
+    triggers: tuple[TriggerEvent | TriggerCron, ...]
+    retries: int
+    name: str
+    queue: str | None = None
+    on_failure: Function | None = None
+    cancel_on: tuple[CompiledCancel, ...] = ()
+    timeouts: Timeouts | None = None
+    flow: FlowControl = field(default_factory=FlowControl)
+    conditions: dict[TriggerEvent, Expression] = field(default_factory=dict)
+    crons: tuple[CronSchedule, ...] = ()
+    internal: bool = False
+    _steps: CelerySteps | None = field(default=None, repr=False)
+
+    @property
+    def task_name(self) -> str:
+        return TASK_PREFIX + self.id
+
+    def __call__(self, ctx: Context) -> Any:
+        """Call the handler directly (handy in unit tests with ``celery_steps.testing``)."""
+        return self.handler(ctx)
+
+    def invoke(self, data: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None) -> str:
+        """Start a run of this function directly; returns its run id."""
+        if self._steps is None:
+            raise ConfigurationError(f"function {self.id!r} is not attached to a CelerySteps app")
+        return self._steps.start_run(self, data=data, user=user)
+
+    def event_triggers(self) -> Iterable[TriggerEvent]:
+        return (t for t in self.triggers if isinstance(t, TriggerEvent))
+
+    def accepts(self, trigger: TriggerEvent, event: dict[str, Any]) -> bool:
+        condition = self.conditions.get(trigger)
+        return condition is None or condition.matches(event=event)
+
+
+def validate_id(function_id: object) -> str:
+    if not isinstance(function_id, str) or not FUNCTION_ID.fullmatch(function_id):
+        raise ConfigurationError(
+            f"function id {function_id!r} is invalid: use 1 to 128 characters from "
+            "A-Z a-z 0-9 . _ / -"
+        )
+    return function_id
+
+
+def normalize_triggers(function_id: str, trigger: Trigger | Sequence[Trigger]) -> tuple[
+    TriggerEvent | TriggerCron, ...
+]:
+    items: Sequence[Any] = trigger if isinstance(trigger, (list, tuple)) else [trigger]
+    if not items:
+        raise ConfigurationError(f"function {function_id!r} has no trigger: give an event or cron")
+    out: list[TriggerEvent | TriggerCron] = []
+    for item in items:
+        if isinstance(item, str):
+            item = TriggerEvent(item)
+        if isinstance(item, TriggerEvent):
+            if not isinstance(item.event, str) or not EVENT_PATTERN.fullmatch(item.event):
+                raise ConfigurationError(
+                    f"function {function_id!r}: trigger event {item.event!r} is not a valid "
+                    "event name (no spaces; '*' only as a final '/*')"
+                )
+        elif not isinstance(item, TriggerCron):
+            raise ConfigurationError(
+                f"function {function_id!r}: trigger {item!r} must be an event name, "
+                "TriggerEvent or TriggerCron"
+            )
+        out.append(item)
+    return tuple(out)
+
+
+def build_function(
+    steps: CelerySteps,
+    handler: Handler,
+    *,
+    id: str,
+    trigger: Trigger | Sequence[Trigger],
+    retries: int,
+    name: str | None,
+    queue: str | None,
+    on_failure: Handler | None,
+    cancel_on: Sequence[CancelOn] | None,
+    timeouts: Timeouts | None,
+    flow: FlowControl,
+) -> Function:
+    """Validate everything about a declaration and return the Function (not yet registered)."""
+    function_id = validate_id(id)
+    if not callable(handler):
+        raise ConfigurationError(f"function {function_id!r}: the handler must be callable")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise ConfigurationError(f"function {function_id!r}: retries must be an int in 0..100")
+    triggers = normalize_triggers(function_id, trigger)
+    conditions: dict[TriggerEvent, Expression] = {}
+    crons: list[CronSchedule] = []
+    for t in triggers:
+        if isinstance(t, TriggerEvent) and t.if_exp is not None:
+            conditions[t] = Expression(t.if_exp, what=f"if_exp of function {function_id!r}")
+        elif isinstance(t, TriggerCron):
+            crons.append(parse_cron(t.cron, t.tz, function_id=function_id))
+    fn = Function(
+        id=function_id,
+        handler=handler,
+        triggers=triggers,
+        retries=retries,
+        name=name or getattr(handler, "__name__", function_id),
+        queue=queue,
+        cancel_on=tuple(_compile_cancel(function_id, c) for c in cancel_on or ()),
+        timeouts=_check_timeouts(function_id, timeouts),
+        flow=_check_flow(function_id, flow),
+        conditions=conditions,
+        crons=tuple(crons),
+        _steps=steps,
+    )
+    if on_failure is not None:
+        if not callable(on_failure):
+            raise ConfigurationError(f"function {function_id!r}: on_failure must be callable")
+        failed_trigger = TriggerEvent(
+            FUNCTION_FAILED, if_exp=f"event.data.function_id == {json.dumps(function_id)}"
+        )
+        fn.on_failure = Function(
+            id=f"{function_id}/on-failure"[:128],
+            handler=on_failure,
+            triggers=(failed_trigger,),
+            retries=retries,
+            name=f"{fn.name} (on_failure)",
+            queue=queue,
+            conditions={failed_trigger: Expression(failed_trigger.if_exp or "", what="on_failure")},
+            internal=True,
+            _steps=steps,
+        )
+    return fn
+
+
+def _compile_cancel(function_id: str, option: CancelOn) -> CompiledCancel:
+    if not isinstance(option, CancelOn):
+        raise ConfigurationError(f"function {function_id!r}: cancel_on takes CancelOn objects")
+    parts = [match_to_expression(option.match)] if option.match else []
+    if option.if_exp:
+        parts.append(f"({option.if_exp})")
+    source = " && ".join(parts) or "true"
+    condition = Expression(
+        source, variables=("event", "async"), what=f"cancel_on of function {function_id!r}"
+    )
+    timeout = parse_duration(option.timeout, what="cancel_on timeout") if option.timeout else None
+    return CompiledCancel(option, condition, timeout)
+
+
+def _check_timeouts(function_id: str, timeouts: Timeouts | None) -> Timeouts | None:
+    if timeouts is None:
+        return None
+    if not isinstance(timeouts, Timeouts):
+        raise ConfigurationError(f"function {function_id!r}: timeouts must be a Timeouts object")
+    for label, value in (("start", timeouts.start), ("finish", timeouts.finish)):
+        if value is not None:
+            parse_duration(value, what=f"timeouts.{label} of function {function_id!r}")
+    return timeouts
+
+
+def _check_flow(function_id: str, flow: FlowControl) -> FlowControl:
+    expected = {
+        "concurrency": Concurrency,
+        "throttle": Throttle,
+        "rate_limit": RateLimit,
+        "debounce": Debounce,
+        "priority": Priority,
+        "batch_events": BatchEvents,
+        "singleton": Singleton,
+    }
+    for attr, cls in expected.items():
+        value = getattr(flow, attr)
+        if value is not None and not isinstance(value, cls):
+            raise ConfigurationError(
+                f"function {function_id!r}: {attr} must be a {cls.__name__} object"
+            )
+        key = getattr(value, "key", None) if value is not None else None
+        if key:
+            Expression(key, what=f"{attr}.key of function {function_id!r}")
+    if flow.priority is not None:
+        Expression(flow.priority.run, what=f"priority.run of function {function_id!r}")
+    if flow.idempotency is not None:
+        Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")
+    return flow
+
+
+class Registry:
+    """Functions by id, plus the trigger table: exact names in a dict, ``prefix/*`` wildcards."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Function] = {}
+        self._exact: dict[str, list[tuple[Function, TriggerEvent]]] = {}
+        self._prefixes: list[tuple[str, Function, TriggerEvent]] = []
+
+    def add(self, fn: Function) -> None:
+        if fn.id in self.by_id:
+            raise ConfigurationError(
+                f"function id {fn.id!r} is declared twice: ids must be unique per app"
+            )
+        self.by_id[fn.id] = fn
+        for trigger in fn.event_triggers():
+            if trigger.event == "*":
+                self._prefixes.append(("", fn, trigger))
+            elif trigger.event.endswith("/*"):
+                self._prefixes.append((trigger.event[:-1], fn, trigger))
+            else:
+                self._exact.setdefault(trigger.event, []).append((fn, trigger))
+
+    def matching(self, event_name: str) -> list[tuple[Function, TriggerEvent]]:
+        """Every (function, trigger) whose event pattern matches ``event_name``."""
+        found = list(self._exact.get(event_name, ()))
+        found.extend((fn, t) for prefix, fn, t in self._prefixes if event_name.startswith(prefix))
+        return found

@@ -1,0 +1,37 @@
+"""A worker bootstep that runs the timer poller (disable with ``steps_timer_poller=False``
+or ``celery worker --without-steps-timers``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import bootsteps
+
+from celery_steps.integration.poller import TimerPoller
+
+
+class TimerPollerStep(bootsteps.StartStopStep):
+    """Starts one :class:`TimerPoller` per worker node."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.poller: TimerPoller | None = None
+
+    def start(self, parent: Any) -> None:
+        from celery_steps.extension import CelerySteps
+
+        steps = CelerySteps.from_app(parent.app)
+        if not steps.settings.timer_poller:
+            return
+        self.poller = TimerPoller(steps)
+        self.poller.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)

@@ -1,0 +1,97 @@
+"""The timer poller: waits for the earliest due wake-up and enqueues it, with no ETA.
+
+Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
+pushed back, then removed once its task is published), and every wake-up is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery_steps.extension import CelerySteps
+
+log = logging.getLogger("celery_steps.poller")
+MAX_IDLE_WAIT = 1.0
+REDO_MS = 30_000
+
+
+def dispatch(steps: CelerySteps, member: str) -> None:
+    """Act on one due timer member (see the vocabulary in ``store.base``)."""
+    kind, _, rest = member.partition("|")
+    if kind == "r":
+        function_id, _, run_id = rest.partition("|")
+        steps.enqueue(function_id, run_id)
+    elif kind == "e":
+        steps._publish_route(rest)
+    elif kind == "b":
+        from celery_steps.integration.tasks import BRANCH_TASK
+
+        function_id, run_id, step_key = rest.split("|", 2)
+        steps.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key])
+    else:
+        log.error("unknown timer member %r dropped", member)
+
+
+def poll_once(steps: CelerySteps) -> int:
+    """Claim and dispatch every due timer once; returns how many were dispatched."""
+    store = steps.store
+    batch = int(steps.settings.timer_batch)
+    total = 0
+    while True:
+        claimed = store.claim_due(now=steps.clock.now_ms(), limit=batch, redo_ms=REDO_MS)
+        done = []
+        for member, score in claimed:
+            try:
+                dispatch(steps, member)
+                done.append((member, score))
+            except Exception:  # left claimed: it comes due again after REDO_MS
+                log.exception("could not dispatch timer %s", member)
+        if done:
+            store.ack_timers(done)
+        total += len(done)
+        if len(claimed) < batch:
+            return total
+
+
+class TimerPoller:
+    """A daemon thread running :func:`poll_once` whenever the earliest timer comes due."""
+
+    def __init__(self, steps: CelerySteps) -> None:
+        self._steps = steps
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        steps.clock.on_change(self.poke)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="celery-steps-timers",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.poke()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        try:
+            self._steps.store.signal()
+        except Exception:
+            log.debug("could not signal pollers", exc_info=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                poll_once(self._steps)
+                store = self._steps.store
+                due = store.next_due()
+                now = self._steps.clock.now_ms()
+                wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, (due - now) / 1000)
+                if wait > 0 and not self._stop.is_set():
+                    store.wait_for_signal(wait)
+            except Exception:
+                log.exception("timer poller error; retrying in 1s")
+                self._stop.wait(1.0)

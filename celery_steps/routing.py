@@ -1,0 +1,107 @@
+"""Routing an accepted event: start matching functions, resume waiters, apply cancel_on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery_steps.engine.steps import derived_id
+from celery_steps.expressions import Expression
+from celery_steps.store.base import NewRun
+
+if TYPE_CHECKING:
+    from celery_steps.extension import CelerySteps
+    from celery_steps.functions import Function
+
+log = logging.getLogger("celery_steps.routing")
+_conditions: dict[str, Expression] = {}
+
+
+def run_id_for(function_id: str, event_id: str) -> str:
+    """Event-started runs get a derived id, so routing an event twice starts one run."""
+    return "run_" + derived_id(function_id, event_id)
+
+
+def compiled(source: str) -> Expression:
+    """Wait conditions compiled once per process (they were checked when the wait began)."""
+    expr = _conditions.get(source)
+    if expr is None:
+        expr = _conditions[source] = Expression(source, variables=("event", "async"))
+    return expr
+
+
+def route_event(steps: CelerySteps, event_id: str) -> list[str]:
+    """Route one stored event. Idempotent: a second routing starts and resumes nothing new."""
+    store = steps.store
+    raw = store.get_event(event_id)
+    if raw is None:
+        log.warning("event %s expired or was never stored; nothing to route", event_id)
+        return []
+    envelope = json.loads(raw)
+    event: dict[str, Any] = envelope["event"]
+    received_at = int(envelope["received_at"])
+    run_ids = _start_runs(steps, event)
+    _resume_waiters(steps, event, received_at)
+    _apply_cancel_on(steps, event, received_at)
+    store.complete_routing(event_id, run_ids, ttl_ms=steps.event_ttl_ms)
+    return run_ids
+
+
+def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
+    run_ids: list[str] = []
+    seen: set[str] = set()
+    for fn, trigger in steps.registry.matching(event["name"]):
+        if fn.id in seen or not fn.accepts(trigger, event):
+            continue
+        seen.add(fn.id)
+        run_id = run_id_for(fn.id, event["id"])
+        steps.create_and_enqueue(fn, run_id, [event])
+        run_ids.append(run_id)
+    return run_ids
+
+
+def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str, Any]],
+            parent: dict[str, Any] | None = None) -> NewRun:
+    now = steps.clock.now_ms()
+    return NewRun(
+        id=run_id,
+        function_id=fn.id,
+        event_ids=[e["id"] for e in events],
+        created_at=now,
+        events=events,
+        parent=parent,
+        start_by=now + int(float(steps.settings.start_watchdog) * 1000),
+    )
+
+
+def _resume_waiters(steps: CelerySteps, event: dict[str, Any], received_at: int) -> None:
+    store = steps.store
+    for waiter in store.find_waiters(event["name"], event):
+        if received_at < waiter.registered_at:
+            continue  # sent before the wait began
+        if waiter.condition:
+            run = store.load_run(waiter.run_id)
+            if run is None or not run.events:
+                continue
+            if not compiled(waiter.condition).matches(event=run.events[0], **{"async": event}):
+                continue
+        state = {"status": "completed", "result": event, "ended_at": steps.clock.now_ms()}
+        if store.resolve_step(waiter.run_id, waiter.step_key, state, now=steps.clock.now_ms()):
+            steps.enqueue(waiter.function_id, waiter.run_id)
+
+
+def _apply_cancel_on(steps: CelerySteps, event: dict[str, Any], received_at: int) -> None:
+    """cancel_on is matched with waiters registered when each run was created."""
+    store = steps.store
+    for waiter in store.find_waiters(f"cancel:{event['name']}", event):
+        if received_at < waiter.registered_at:
+            continue
+        run = store.load_run(waiter.run_id)
+        if run is None or run.ended or not run.events:
+            continue
+        if waiter.condition and not compiled(waiter.condition).matches(
+            event=run.events[0], **{"async": event}
+        ):
+            continue
+        steps.cancel(waiter.run_id, reason=f"cancelled by event {event['name']} ({event['id']})")

@@ -1,0 +1,43 @@
+"""The :class:`Run` and :class:`StepRecord` models returned by the runs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+StepOp = Literal["run", "sleep", "wait_for_event", "send_event", "invoke", "run_task"]
+ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+class StepRecord(BaseModel):
+    """One step of a run, in the order steps first ran."""
+
+    id: str
+    op: StepOp
+    status: str
+    attempts: int = 0
+    error: dict[str, str] | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Run(BaseModel):
+    """A run of a function, as stored."""
+
+    id: str
+    function_id: str
+    status: RunStatus
+    output: Any = None
+    error: dict[str, str] | None = None
+    event_ids: list[str] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    created_at: datetime
+    ended_at: datetime | None = None
+    parent_run_id: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED

@@ -1,0 +1,76 @@
+"""Settings, read from ``app.conf`` with the ``steps_`` prefix (``CELERY_STEPS_*`` in Django)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from celery_steps.errors import ConfigurationError
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting with its default. ``steps_<name>`` in ``app.conf`` overrides each."""
+
+    store_url: str | None = None
+    namespace: str = "celery_steps"
+    event_max_bytes: int = 512 * 1024
+    retry_backoff_base: float = 1.0
+    retry_backoff_max: float = 600.0
+    run_retention: float = 7 * 24 * 3600.0
+    event_dedupe_window: float = 24 * 3600.0
+    lease_ttl: float = 30.0
+    start_watchdog: float = 300.0
+    route_sweep_after: float = 30.0
+    timer_poller: bool = True
+    timer_batch: int = 500
+    wait_max_timeout: float = 366 * 24 * 3600.0
+    step_max_bytes: int = 4 * 1024 * 1024
+
+    @classmethod
+    def from_conf(cls, conf: Any, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = overrides.get(f.name)
+            if value is None:
+                value = conf.get(f"steps_{f.name}")
+            if value is not None:
+                values[f.name] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        numeric = ("event_max_bytes", "retry_backoff_base", "retry_backoff_max", "run_retention",
+                   "lease_ttl", "start_watchdog", "route_sweep_after", "timer_batch")
+        for name in numeric:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(
+                    f"setting steps_{name} must be a positive number, got {value!r}"
+                )
+        if not isinstance(self.namespace, str) or not self.namespace or "{" in self.namespace:
+            raise ConfigurationError(
+                f"setting steps_namespace must be a non-empty string without braces, "
+                f"got {self.namespace!r}"
+            )
+
+
+def resolve_store_url(explicit: str | None, conf: Any) -> str:
+    """The store URL, in the contract's order: argument, setting, result backend, broker."""
+    if explicit:
+        return explicit
+    configured = conf.get("steps_store_url")
+    if configured:
+        return str(configured)
+    for setting in ("result_backend", "broker_url"):
+        value = conf.get(setting)
+        if isinstance(value, str) and value.startswith(REDIS_SCHEMES):
+            return value
+    raise ConfigurationError(
+        "celery-steps has no state store: set steps_store_url (CELERY_STEPS_STORE_URL in "
+        "Django) to a redis:// URL, or 'memory://' for one-process tests and demos; "
+        "a redis:// result backend or broker is used automatically when configured"
+    )

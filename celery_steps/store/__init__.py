@@ -1,0 +1,25 @@
+"""State stores. ``open_store(url)`` picks the implementation from the URL scheme."""
+
+from __future__ import annotations
+
+from celery_steps.errors import ConfigurationError
+from celery_steps.settings import REDIS_SCHEMES
+from celery_steps.store.base import StateStore
+from celery_steps.store.memory import MemoryStore
+
+
+def open_store(url: str, *, namespace: str = "celery_steps") -> StateStore:
+    """A store for ``url``: ``memory://`` or a ``redis://``/``rediss://``/``redis+socket://``."""
+    if url.startswith("memory://"):
+        return MemoryStore()
+    if url.startswith(REDIS_SCHEMES):
+        from celery_steps.store.redis import RedisStore
+
+        return RedisStore.from_url(url, namespace=namespace)
+    raise ConfigurationError(
+        f"unsupported store URL {url.split('://')[0]}://...: use redis://, rediss://, "
+        "redis+socket:// or memory:// (setting steps_store_url)"
+    )
+
+
+__all__ = ["MemoryStore", "StateStore", "open_store"]

@@ -1,0 +1,215 @@
+"""The narrow state-store interface the engine, router and poller use.
+
+Two implementations: :class:`~celery_steps.store.redis.RedisStore` (production) and
+:class:`~celery_steps.store.memory.MemoryStore` (one process). ``tests/store`` runs one
+contract suite against both. Times are integer milliseconds since the epoch.
+
+Vocabulary:
+
+- A *step state* is a JSON object stored per step key (``"fetch"``, ``"fetch:1"``): ``op``,
+  ``pos`` (order of first run), ``status`` and op-specific fields (``result``, ``error``,
+  ``attempts``, ``wake_at``...). A state whose status is in :data:`FINAL` never changes again
+  (first writer wins).
+- A *lease* (token) is held by the one worker executing a run. Writes made while executing
+  carry the token and are refused once the lease is lost (fencing).
+- A *timer* is a member of one sorted set scored by due time: ``r|<function>|<run>`` wakes a
+  run, ``e|<event>`` routes an event, ``b|<function>|<run>|<step>`` runs a parallel branch.
+- A run's *wake flag* records that something happened while it was leased (an event resolved
+  its wait, a child ended); the lease holder sees it when it suspends and replays again.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FINAL = frozenset({"completed", "failed"})
+
+AcquireStatus = Literal["ok", "busy", "missing", "ended"]
+SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
+
+
+@dataclass
+class RunRecord:
+    """A run as stored: metadata plus every step state by key."""
+
+    id: str
+    function_id: str
+    status: str
+    created_at: int
+    event_ids: list[str]
+    ended_at: int | None = None
+    output: Any = None
+    error: dict[str, str] | None = None
+    attempt: int = 0
+    parent: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def ordered_steps(self) -> list[tuple[str, dict[str, Any]]]:
+        return sorted(self.steps.items(), key=lambda item: int(item[1].get("pos", 0)))
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A ``wait_for_event`` (or invoke/cancel) registration, indexed by event name and match."""
+
+    event_name: str
+    run_id: str
+    function_id: str
+    step_key: str
+    registered_at: int
+    match_path: str | None = None
+    match_key: str | None = None
+    condition: str | None = None
+
+    @property
+    def member(self) -> str:
+        return f"{self.run_id}|{self.step_key}"
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    function_id: str
+    event_ids: list[str]
+    created_at: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    parent: dict[str, Any] | None = None
+    # A watchdog wake-up: if the start message is lost the poller starts the run then.
+    start_by: int | None = None
+    waiters: tuple[Waiter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """Why a run stops executing now and what wakes it."""
+
+    status: Literal["queued", "sleeping", "waiting"]
+    wake_at: int | None
+    step_key: str | None = None
+    step_state: dict[str, Any] | None = None
+    attempt: int | None = None
+    waiters: tuple[Waiter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended."""
+
+    status: Literal["completed", "failed", "cancelled"]
+    ended_at: int
+    output_json: str | None = None
+    error: dict[str, str] | None = None
+
+
+class StateStore(abc.ABC):
+    """Everything celery-steps keeps. Implementations must make each method atomic."""
+
+    # -- events -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
+        """Store an event unless its id was seen within ``ttl_ms``; arm its routing timer."""
+
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+        """Record the runs an event started and disarm its routing timer."""
+
+    @abc.abstractmethod
+    def routed_runs(self, event_id: str) -> list[str] | None:
+        """Run ids an event started, or None while it is not routed yet."""
+
+    # -- runs ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_run(self, run: NewRun) -> bool:
+        """Create a queued run; False (and no change) when the id exists."""
+
+    @abc.abstractmethod
+    def load_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def list_runs(
+        self, *, function_id: str | None, status: str | None, limit: int
+    ) -> list[RunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def acquire(
+        self, run_id: str, token: str, *, now: int, lease_ms: int
+    ) -> tuple[AcquireStatus, RunRecord | None]:
+        """Take the run's lease, mark it running, and return its state in one round trip."""
+
+    @abc.abstractmethod
+    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool: ...
+
+    @abc.abstractmethod
+    def save_step(
+        self, run_id: str, token: str, step_key: str, state: dict[str, Any]
+    ) -> tuple[SaveStatus, dict[str, Any] | None]:
+        """Checkpoint a step under the lease; a final state already stored wins."""
+
+    @abc.abstractmethod
+    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
+        """Record the suspension and release the lease.
+
+        Returns True when the wake flag was set (the caller keeps the lease and replays),
+        False when suspended, None when the lease was lost or the run cancelled.
+        """
+
+    @abc.abstractmethod
+    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
+        """End the run (under the lease), release it, expire it after the retention."""
+
+    @abc.abstractmethod
+    def release(self, run_id: str, token: str) -> None: ...
+
+    @abc.abstractmethod
+    def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
+        """Cancel a run in any state. Returns its previous status, None when unknown."""
+
+    @abc.abstractmethod
+    def resolve_step(
+        self, run_id: str, step_key: str, state: dict[str, Any], *, now: int, wake: bool = True
+    ) -> bool:
+        """From outside the run (an event, a child run, a timeout): merge ``state`` (a final
+        status) into the step's state unless it is final already, drop the step's waiters and,
+        with ``wake``, set the wake flag and wake the run now. True when this call won.
+        """
+
+    # -- waiters ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:
+        """Waiters on ``event_name`` whose match value equals the event's (O(1) per path)."""
+
+    # -- timers -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def schedule(self, member: str, due: int) -> None: ...
+
+    @abc.abstractmethod
+    def unschedule(self, member: str) -> None: ...
+
+    @abc.abstractmethod
+    def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
+        """Claim due timers: push each back by ``redo_ms`` (at-least-once) and return
+        (member, new score) pairs; :meth:`ack_timers` removes them once handled."""
+
+    @abc.abstractmethod
+    def ack_timers(self, claimed: list[tuple[str, int]]) -> None: ...
+
+    @abc.abstractmethod
+    def next_due(self) -> int | None: ...
+
+    @abc.abstractmethod
+    def wait_for_signal(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until an earlier timer is scheduled."""
+
+    @abc.abstractmethod
+    def signal(self) -> None:
+        """Wake every poller blocked in :meth:`wait_for_signal` (e.g. after a clock jump)."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,322 @@
+"""In-process store: unit tests, eager mode and demos. One process only, nothing persists."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery_steps.expressions import MISSING, lookup_path, match_key
+from celery_steps.runs import ENDED
+from celery_steps.store.base import (
+    FINAL,
+    AcquireStatus,
+    NewRun,
+    Outcome,
+    RunRecord,
+    SaveStatus,
+    StateStore,
+    Suspension,
+    Waiter,
+)
+
+
+@dataclass
+class _Run:
+    record: RunRecord
+    lease: str | None = None
+    lease_until: int = 0
+    wake: bool = False
+    waiters: list[Waiter] = field(default_factory=list)
+    expires_at: int | None = None
+
+
+class MemoryStore(StateStore):
+    """A dict-backed :class:`StateStore` with the same semantics as the Redis one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._signal = threading.Condition(self._lock)
+        self._events: dict[str, tuple[str, int]] = {}
+        self._routed: dict[str, list[str]] = {}
+        self._runs: dict[str, _Run] = {}
+        self._timers: dict[str, int] = {}
+        # event name -> bucket ("" or "path=value") -> member -> waiter
+        self._waiters: dict[str, dict[str, dict[str, Waiter]]] = {}
+
+    # -- events -------------------------------------------------------------------------
+    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
+        with self._lock:
+            if event_id in self._events:
+                return False
+            self._events[event_id] = (payload, ttl_ms)
+            self._schedule(f"e|{event_id}", route_at)
+            return True
+
+    def get_event(self, event_id: str) -> str | None:
+        with self._lock:
+            item = self._events.get(event_id)
+            return item[0] if item else None
+
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+        with self._lock:
+            merged = self._routed.setdefault(event_id, [])
+            merged.extend(r for r in run_ids if r not in merged)
+            self._timers.pop(f"e|{event_id}", None)
+
+    def routed_runs(self, event_id: str) -> list[str] | None:
+        with self._lock:
+            runs = self._routed.get(event_id)
+            return list(runs) if runs is not None else None
+
+    # -- runs ---------------------------------------------------------------------------
+    def create_run(self, run: NewRun) -> bool:
+        with self._lock:
+            if run.id in self._runs:
+                return False
+            record = RunRecord(
+                id=run.id,
+                function_id=run.function_id,
+                status="queued",
+                created_at=run.created_at,
+                event_ids=list(run.event_ids),
+                parent=copy.deepcopy(run.parent),
+                events=copy.deepcopy(run.events),
+            )
+            entry = self._runs[run.id] = _Run(record)
+            for waiter in run.waiters:
+                self._add_waiter(entry, waiter)
+            if run.start_by is not None:
+                self._schedule(f"r|{run.function_id}|{run.id}", run.start_by)
+            return True
+
+    def load_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            entry = self._runs.get(run_id)
+            return copy.deepcopy(entry.record) if entry else None
+
+    def list_runs(
+        self, *, function_id: str | None, status: str | None, limit: int
+    ) -> list[RunRecord]:
+        with self._lock:
+            records = [
+                e.record
+                for e in self._runs.values()
+                if (function_id is None or e.record.function_id == function_id)
+                and (status is None or e.record.status == status)
+            ]
+            records.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+            return [copy.deepcopy(r) for r in records[:limit]]
+
+    def acquire(
+        self, run_id: str, token: str, *, now: int, lease_ms: int
+    ) -> tuple[AcquireStatus, RunRecord | None]:
+        with self._lock:
+            entry = self._runs.get(run_id)
+            if entry is None:
+                return "missing", None
+            if entry.record.status in ENDED:
+                return "ended", None
+            if entry.lease is not None and entry.lease_until > now:
+                entry.wake = True
+                return "busy", None
+            entry.lease, entry.lease_until, entry.wake = token, now + lease_ms, False
+            entry.record.status = "running"
+            self._schedule(self._run_member(entry), now + 2 * lease_ms)
+            return "ok", copy.deepcopy(entry.record)
+
+    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
+        with self._lock:
+            entry = self._leased(run_id, token)
+            if entry is None:
+                return False
+            entry.lease_until = now + lease_ms
+            self._schedule(self._run_member(entry), now + 2 * lease_ms)
+            return True
+
+    def save_step(
+        self, run_id: str, token: str, step_key: str, state: dict[str, Any]
+    ) -> tuple[SaveStatus, dict[str, Any] | None]:
+        with self._lock:
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.record.status == "cancelled":
+                return "cancelled", None
+            entry = self._leased(run_id, token)
+            if entry is None:
+                return "lost", None
+            current = entry.record.steps.get(step_key)
+            if current is not None and current.get("status") in FINAL:
+                return "exists", copy.deepcopy(current)
+            entry.record.steps[step_key] = copy.deepcopy(state)
+            return "ok", None
+
+    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
+        with self._lock:
+            entry = self._leased(run_id, token)
+            if entry is None or entry.record.status == "cancelled":
+                return None
+            if suspension.step_key is not None and suspension.step_state is not None:
+                current = entry.record.steps.get(suspension.step_key)
+                if current is None or current.get("status") not in FINAL:
+                    entry.record.steps[suspension.step_key] = copy.deepcopy(suspension.step_state)
+            if suspension.attempt is not None:
+                entry.record.attempt = suspension.attempt
+            for waiter in suspension.waiters:
+                self._add_waiter(entry, waiter)
+            if entry.wake:
+                entry.wake = False
+                return True
+            entry.record.status = suspension.status
+            entry.lease = None
+            member = self._run_member(entry)
+            if suspension.wake_at is None:
+                self._timers.pop(member, None)
+            else:
+                self._schedule(member, suspension.wake_at)
+            return False
+
+    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
+        with self._lock:
+            entry = self._leased(run_id, token)
+            if entry is None or entry.record.status == "cancelled":
+                return False
+            self._end(entry, outcome)
+            return True
+
+    def release(self, run_id: str, token: str) -> None:
+        with self._lock:
+            entry = self._leased(run_id, token)
+            if entry is not None:
+                entry.lease = None
+
+    def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
+        with self._lock:
+            entry = self._runs.get(run_id)
+            if entry is None:
+                return None
+            previous = entry.record.status
+            if previous not in ENDED:
+                error = {"name": "Cancelled", "message": reason}
+                self._end(entry, Outcome("cancelled", now, None, error))
+            return previous
+
+    def resolve_step(
+        self, run_id: str, step_key: str, state: dict[str, Any], *, now: int, wake: bool = True
+    ) -> bool:
+        with self._lock:
+            entry = self._runs.get(run_id)
+            if entry is None or entry.record.status in ENDED:
+                return False
+            current = entry.record.steps.get(step_key)
+            if current is not None and current.get("status") in FINAL:
+                return False
+            entry.record.steps[step_key] = {**(current or {}), **copy.deepcopy(state)}
+            for waiter in [w for w in entry.waiters if w.step_key == step_key]:
+                self._drop_waiter(entry, waiter)
+            if wake:
+                entry.wake = True
+                self._schedule(self._run_member(entry), now)
+            return True
+
+    # -- waiters ------------------------------------------------------------------------
+    def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:
+        with self._lock:
+            buckets = self._waiters.get(event_name, {})
+            found = list(buckets.get("", {}).values())
+            for bucket_key, members in buckets.items():
+                if not bucket_key:
+                    continue
+                path, _, wanted = bucket_key.partition("=")
+                value = lookup_path(event, path)
+                if value is not MISSING and match_key(value) == wanted:
+                    found.extend(members.values())
+            return found
+
+    def _add_waiter(self, entry: _Run, waiter: Waiter) -> None:
+        if any(w.member == waiter.member and w.event_name == waiter.event_name
+               for w in entry.waiters):
+            return
+        entry.waiters.append(waiter)
+        bucket = f"{waiter.match_path}={waiter.match_key}" if waiter.match_path else ""
+        self._waiters.setdefault(waiter.event_name, {}).setdefault(bucket, {})[
+            waiter.member
+        ] = waiter
+
+    def _drop_waiter(self, entry: _Run, waiter: Waiter) -> None:
+        entry.waiters.remove(waiter)
+        bucket = f"{waiter.match_path}={waiter.match_key}" if waiter.match_path else ""
+        buckets = self._waiters.get(waiter.event_name, {})
+        buckets.get(bucket, {}).pop(waiter.member, None)
+        if bucket in buckets and not buckets[bucket]:
+            del buckets[bucket]
+
+    # -- timers -------------------------------------------------------------------------
+    def schedule(self, member: str, due: int) -> None:
+        with self._lock:
+            self._schedule(member, due)
+
+    def unschedule(self, member: str) -> None:
+        with self._lock:
+            self._timers.pop(member, None)
+
+    def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
+        with self._lock:
+            due = sorted((score, m) for m, score in self._timers.items() if score <= now)[:limit]
+            for _, member in due:
+                self._timers[member] = now + redo_ms
+            return [(member, now + redo_ms) for _, member in due]
+
+    def ack_timers(self, claimed: list[tuple[str, int]]) -> None:
+        with self._lock:
+            for member, score in claimed:
+                if self._timers.get(member) == score:
+                    del self._timers[member]
+
+    def next_due(self) -> int | None:
+        with self._lock:
+            return min(self._timers.values(), default=None)
+
+    def wait_for_signal(self, timeout: float) -> None:
+        with self._signal:
+            self._signal.wait(timeout)
+
+    def signal(self) -> None:
+        with self._signal:
+            self._signal.notify_all()
+
+    def timer_members(self) -> dict[str, int]:
+        """A copy of every pending timer (for tests and the testing helpers)."""
+        with self._lock:
+            return dict(self._timers)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _schedule(self, member: str, due: int) -> None:
+        earliest = min(self._timers.values(), default=None)
+        self._timers[member] = due
+        if earliest is None or due < earliest:
+            self._signal.notify_all()
+
+    def _leased(self, run_id: str, token: str) -> _Run | None:
+        entry = self._runs.get(run_id)
+        if entry is None or entry.lease != token:
+            return None
+        return entry
+
+    def _end(self, entry: _Run, outcome: Outcome) -> None:
+        record = entry.record
+        record.status = outcome.status
+        record.ended_at = outcome.ended_at
+        record.error = outcome.error
+        if outcome.output_json is not None:
+            import json
+
+            record.output = json.loads(outcome.output_json)
+        entry.lease = None
+        for waiter in list(entry.waiters):
+            self._drop_waiter(entry, waiter)
+        self._timers.pop(self._run_member(entry), None)
+
+    @staticmethod
+    def _run_member(entry: _Run) -> str:
+        return f"r|{entry.record.function_id}|{entry.record.id}"
