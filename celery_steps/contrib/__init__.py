@@ -1,0 +1,1 @@
+"""Optional integrations with other frameworks (only imported on demand)."""

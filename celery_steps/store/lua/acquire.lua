@@ -1,0 +1,11 @@
+-- KEYS: run, steps, lease, timers, signal   ARGV: token, now, lease_ms, member
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if ended(status) then return {'ended'} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'wake', '1')
+  return {'busy'}
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'wake', '0')
+schedule(KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[2]) + 2 * tonumber(ARGV[3]))
+return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}

@@ -1,0 +1,53 @@
+-- Shared helpers, prepended to every script.
+local function is_final(raw)
+  if not raw then return false end
+  local s = cjson.decode(raw).status
+  return s == 'completed' or s == 'failed'
+end
+
+local function schedule(timers, signal, member, due)
+  local first = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', timers, due, member)
+  if first[2] == nil or tonumber(due) < tonumber(first[2]) then
+    redis.call('LPUSH', signal, '1')
+    redis.call('LTRIM', signal, 0, 0)
+  end
+end
+
+-- waiters: JSON list of {index_key, member, waiter_json, paths_key, path}
+local function add_waiters(run, waiters_json)
+  local new = cjson.decode(waiters_json)
+  if #new == 0 then return end
+  local raw = redis.call('HGET', run, 'waiters')
+  local list = {}
+  if raw then list = cjson.decode(raw) end
+  for _, w in ipairs(new) do
+    redis.call('HSET', w[1], w[2], w[3])
+    if w[5] ~= '' then redis.call('SADD', w[4], w[5]) end
+    table.insert(list, {w[1], w[2]})
+  end
+  redis.call('HSET', run, 'waiters', cjson.encode(list))
+end
+
+-- Drop the waiter index entries of a run (all, or only those whose member is `only`).
+local function drop_waiters(run, only)
+  local raw = redis.call('HGET', run, 'waiters')
+  if not raw then return end
+  local keep = {}
+  for _, w in ipairs(cjson.decode(raw)) do
+    if only == nil or w[2] == only then
+      redis.call('HDEL', w[1], w[2])
+    else
+      table.insert(keep, w)
+    end
+  end
+  if #keep == 0 then
+    redis.call('HDEL', run, 'waiters')
+  else
+    redis.call('HSET', run, 'waiters', cjson.encode(keep))
+  end
+end
+
+local function ended(status)
+  return status == 'completed' or status == 'failed' or status == 'cancelled'
+end

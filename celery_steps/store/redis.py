@@ -1,0 +1,368 @@
+"""The production store: Redis, with a Lua script wherever several keys change together.
+
+Key layout (every key starts with the namespace, ``steps_namespace``, default
+``celery_steps``; the keys of one run share the ``{run_id}`` hash tag so a future Redis
+Cluster keeps them in one slot):
+
+==============================================  ======  =========================================
+key                                             type    content
+==============================================  ======  =========================================
+``<ns>:evt:<event_id>``                         string  ``{"event", "received_at"}``; expires
+                                                        after the dedupe window (24 h): SET NX
+``<ns>:evt:<event_id>:runs``                    string  JSON run ids the event started (routed)
+``<ns>:run:{<run_id>}``                         hash    run metadata: id, function_id, status,
+                                                        created_at, ended_at, event_ids, events,
+                                                        output, error, attempt, parent, wake,
+                                                        waiters (index entries to drop on end)
+``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
+``<ns>:run:{<run_id>}:lease``                   string  lease token (SET NX PX), the fence
+``<ns>:runs``                                   zset    run id scored by created_at
+``<ns>:runs:fn:<function_id>``                  zset    the same, per function
+``<ns>:timers``                                 zset    timer member scored by due time (ms)
+``<ns>:timers:signal``                          list    one element pokes a blocked poller
+``<ns>:w:<event_name>``                         hash    waiters without ``match``: member -> JSON
+``<ns>:w:<event_name>:m:<path>=<value>``        hash    waiters whose ``match`` path has value
+``<ns>:w:<event_name>:paths``                   set     match paths in use for that event name
+==============================================  ======  =========================================
+
+Ended runs expire after ``steps_run_retention``; the run indexes are trimmed lazily when a
+listed run is found expired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from celery_steps.errors import ConfigurationError
+from celery_steps.expressions import MISSING, lookup_path, match_key
+from celery_steps.store.base import (
+    AcquireStatus,
+    NewRun,
+    Outcome,
+    RunRecord,
+    SaveStatus,
+    StateStore,
+    Suspension,
+    Waiter,
+)
+
+log = logging.getLogger("celery_steps.store")
+SAFE_POLICIES = ("noeviction",)
+SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
+           "suspend", "finish", "cancel", "resolve_step", "claim_due", "ack_timers")
+
+
+def _load_scripts() -> dict[str, str]:
+    folder = resources.files("celery_steps.store") / "lua"
+    lib = (folder / "lib.lua").read_text()
+    return {name: lib + "\n" + (folder / f"{name}.lua").read_text() for name in SCRIPTS}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore(StateStore):
+    """:class:`StateStore` on Redis. One instance per process (re-created after fork)."""
+
+    def __init__(self, client: redis.Redis, *, namespace: str = "celery_steps",
+                 check_policy: bool = True) -> None:
+        self.r = client
+        self.ns = namespace
+        self._scripts = {name: client.register_script(src)
+                         for name, src in _load_scripts().items()}
+        self.timers_key = f"{namespace}:timers"
+        self.signal_key = f"{namespace}:timers:signal"
+        if check_policy:
+            self._check_eviction_policy()
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "celery_steps") -> RedisStore:
+        if url.startswith("redis+socket://"):
+            url = "unix://" + url[len("redis+socket://"):]
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
+        client = redis.Redis.from_url(
+            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+        )
+        return cls(client, namespace=namespace)
+
+    def _check_eviction_policy(self) -> None:
+        try:
+            policy = _s(self.r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+        except ResponseError:  # CONFIG disabled (managed Redis): say so, trust the operator
+            log.warning("cannot read maxmemory-policy; make sure it is 'noeviction'")
+            return
+        if policy and policy not in SAFE_POLICIES:
+            raise ConfigurationError(
+                f"the Redis behind steps_store_url has maxmemory-policy {policy!r}, which evicts "
+                "keys: durable run state could vanish. Set maxmemory-policy to 'noeviction' "
+                "(or point steps_store_url at a Redis that has it)"
+            )
+
+    # -- keys -----------------------------------------------------------------------------
+    def run_key(self, run_id: str) -> str:
+        return f"{self.ns}:run:{{{run_id}}}"
+
+    def _run_keys(self, run_id: str) -> tuple[str, str, str]:
+        base = self.run_key(run_id)
+        return base, base + ":steps", base + ":lease"
+
+    def _event_key(self, event_id: str) -> str:
+        return f"{self.ns}:evt:{event_id}"
+
+    def _waiter_index(self, event_name: str, path: str | None, wanted: str | None) -> str:
+        base = f"{self.ns}:w:{event_name}"
+        if path is None:
+            return base
+        if wanted is not None and len(wanted) > 64:
+            wanted = "sha1:" + hashlib.sha1(wanted.encode()).hexdigest()
+        return f"{base}:m:{path}={wanted}"
+
+    def _waiters_arg(self, waiters: tuple[Waiter, ...]) -> str:
+        return _dumps([
+            [self._waiter_index(w.event_name, w.match_path, w.match_key), w.member,
+             _dumps(asdict(w)), f"{self.ns}:w:{w.event_name}:paths", w.match_path or ""]
+            for w in waiters
+        ])
+
+    @staticmethod
+    def _member(function_id: str, run_id: str) -> str:
+        return f"r|{function_id}|{run_id}"
+
+    def _function_of(self, run_id: str) -> str:
+        return _s(self.r.hget(self.run_key(run_id), "function_id") or b"")
+
+    # -- events -----------------------------------------------------------------------------
+    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
+        return bool(self._scripts["put_event"](
+            keys=[self._event_key(event_id), self.timers_key, self.signal_key],
+            args=[payload, ttl_ms, route_at, f"e|{event_id}"]))
+
+    def get_event(self, event_id: str) -> str | None:
+        raw = self.r.get(self._event_key(event_id))
+        return None if raw is None else _s(raw)
+
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+        key = self._event_key(event_id) + ":runs"
+        previous = self.r.get(key)
+        merged = json.loads(previous) if previous else []
+        merged.extend(r for r in run_ids if r not in merged)
+        self._scripts["complete_routing"](keys=[key, self.timers_key],
+                                          args=[_dumps(merged), ttl_ms, f"e|{event_id}"])
+
+    def routed_runs(self, event_id: str) -> list[str] | None:
+        raw = self.r.get(self._event_key(event_id) + ":runs")
+        return None if raw is None else list(json.loads(raw))
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, run: NewRun) -> bool:
+        return bool(self._scripts["create_run"](
+            keys=[self.run_key(run.id), f"{self.ns}:runs", f"{self.ns}:runs:fn:{run.function_id}",
+                  self.timers_key, self.signal_key],
+            args=[run.id, run.function_id, run.created_at, _dumps(run.event_ids),
+                  _dumps(run.events), _dumps(run.parent) if run.parent else "",
+                  run.start_by if run.start_by is not None else "",
+                  self._waiters_arg(run.waiters), self._member(run.function_id, run.id)]))
+
+    def load_run(self, run_id: str) -> RunRecord | None:
+        meta_key, steps_key, _ = self._run_keys(run_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(meta_key)
+            pipe.hgetall(steps_key)
+            meta, steps = pipe.execute()
+        return self._record(meta, steps) if meta else None
+
+    @staticmethod
+    def _record(meta: dict[bytes, bytes], steps: dict[bytes, bytes]) -> RunRecord:
+        m = {_s(k): _s(v) for k, v in meta.items()}
+        return RunRecord(
+            id=m["id"],
+            function_id=m["function_id"],
+            status=m["status"],
+            created_at=int(m["created_at"]),
+            event_ids=json.loads(m.get("event_ids", "[]")),
+            ended_at=int(m["ended_at"]) if m.get("ended_at") else None,
+            output=json.loads(m["output"]) if "output" in m else None,
+            error=json.loads(m["error"]) if "error" in m else None,
+            attempt=int(m.get("attempt", 0)),
+            parent=json.loads(m["parent"]) if "parent" in m else None,
+            events=json.loads(m.get("events", "[]")),
+            steps={_s(k): json.loads(v) for k, v in steps.items()},
+        )
+
+    def list_runs(self, *, function_id: str | None, status: str | None,
+                  limit: int) -> list[RunRecord]:
+        index = f"{self.ns}:runs:fn:{function_id}" if function_id else f"{self.ns}:runs"
+        found: list[RunRecord] = []
+        start, page = 0, max(limit, 100)
+        while len(found) < limit and start < 20_000:
+            ids = [_s(i) for i in self.r.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            start += page
+            for run_id in ids:
+                record = self.load_run(run_id)
+                if record is None:
+                    self.r.zrem(f"{self.ns}:runs", run_id)
+                    self.r.zrem(index, run_id)
+                elif status is None or record.status == status:
+                    found.append(record)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def acquire(self, run_id: str, token: str, *, now: int,
+                lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
+        meta_key, steps_key, lease_key = self._run_keys(run_id)
+        function_id = self._function_of(run_id)
+        reply = self._scripts["acquire"](
+            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key],
+            args=[token, now, lease_ms, self._member(function_id, run_id)])
+        status = _s(reply[0])
+        if status != "ok":
+            return status, None  # type: ignore[return-value]
+        meta = dict(zip(reply[1][::2], reply[1][1::2]))
+        steps = dict(zip(reply[2][::2], reply[2][1::2]))
+        return "ok", self._record(meta, steps)
+
+    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
+        _, _, lease_key = self._run_keys(run_id)
+        member = self._member(self._function_of(run_id), run_id)
+        return bool(self._scripts["renew"](keys=[lease_key, self.timers_key],
+                                           args=[token, lease_ms, member, now + 2 * lease_ms]))
+
+    def save_step(self, run_id: str, token: str, step_key: str,
+                  state: dict[str, Any]) -> tuple[SaveStatus, dict[str, Any] | None]:
+        meta_key, steps_key, lease_key = self._run_keys(run_id)
+        reply = self._scripts["save_step"](keys=[meta_key, steps_key, lease_key],
+                                           args=[token, step_key, _dumps(state)])
+        status = _s(reply[0])
+        existing = json.loads(reply[1]) if len(reply) > 1 else None
+        return status, existing  # type: ignore[return-value]
+
+    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
+        meta_key, steps_key, lease_key = self._run_keys(run_id)
+        s = suspension
+        function_id = self._function_of(run_id)
+        reply = self._scripts["suspend"](
+            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key],
+            args=[token, s.status, "" if s.wake_at is None else s.wake_at, s.step_key or "",
+                  _dumps(s.step_state) if s.step_state is not None else "",
+                  "" if s.attempt is None else s.attempt, self._waiters_arg(s.waiters),
+                  self._member(function_id, run_id)])
+        return None if reply == -1 else bool(reply)
+
+    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
+        meta_key, steps_key, lease_key = self._run_keys(run_id)
+        function_id = self._function_of(run_id)
+        return bool(self._scripts["finish"](
+            keys=[meta_key, steps_key, lease_key, self.timers_key],
+            args=[token, outcome.status, outcome.ended_at, outcome.output_json or "",
+                  _dumps(outcome.error) if outcome.error else "", retention_ms,
+                  self._member(function_id, run_id)]))
+
+    def release(self, run_id: str, token: str) -> None:
+        _, _, lease_key = self._run_keys(run_id)
+        if _s(self.r.get(lease_key) or b"") == token:
+            self.r.delete(lease_key)
+
+    def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
+        meta_key, steps_key, _ = self._run_keys(run_id)
+        function_id = self._function_of(run_id)
+        reply = self._scripts["cancel"](
+            keys=[meta_key, steps_key, self.timers_key],
+            args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms,
+                  self._member(function_id, run_id)])
+        return None if reply is None else _s(reply)
+
+    def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *, now: int,
+                     wake: bool = True) -> bool:
+        meta_key, steps_key, _ = self._run_keys(run_id)
+        function_id = self._function_of(run_id)
+        for _ in range(10):  # compare-and-set; retried only if the state changed meanwhile
+            raw = self.r.hget(steps_key, step_key)
+            current = json.loads(raw) if raw else {}
+            reply = self._scripts["resolve_step"](
+                keys=[meta_key, steps_key, self.timers_key, self.signal_key],
+                args=[step_key, _s(raw) if raw else "", _dumps({**current, **state}), now,
+                      "1" if wake else "0", self._member(function_id, run_id),
+                      f"{run_id}|{step_key}"])
+            if reply != -1:
+                return bool(reply)
+        return False
+
+    # -- waiters ----------------------------------------------------------------------------
+    def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:
+        base = f"{self.ns}:w:{event_name}"
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(base)
+            pipe.smembers(base + ":paths")
+            plain, paths = pipe.execute()
+        buckets = [plain]
+        keys = []
+        for raw_path in paths:
+            path = _s(raw_path)
+            value = lookup_path(event, path)
+            if value is not MISSING:
+                keys.append(self._waiter_index(event_name, path, match_key(value)))
+        if keys:
+            with self.r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                buckets.extend(pipe.execute())
+        return [Waiter(**json.loads(raw)) for bucket in buckets for raw in bucket.values()]
+
+    # -- timers -----------------------------------------------------------------------------
+    def schedule(self, member: str, due: int) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.timers_key, {member: due})
+            pipe.lpush(self.signal_key, "1")
+            pipe.ltrim(self.signal_key, 0, 0)
+            pipe.execute()
+
+    def unschedule(self, member: str) -> None:
+        self.r.zrem(self.timers_key, member)
+
+    def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
+        members, score = self._scripts["claim_due"](keys=[self.timers_key],
+                                                     args=[now, limit, redo_ms])
+        return [(_s(m), int(float(_s(score)))) for m in members]
+
+    def ack_timers(self, claimed: list[tuple[str, int]]) -> None:
+        args: list[Any] = []
+        for member, score in claimed:
+            args.extend((member, score))
+        self._scripts["ack_timers"](keys=[self.timers_key], args=args)
+
+    def next_due(self) -> int | None:
+        first = self.r.zrange(self.timers_key, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    def wait_for_signal(self, timeout: float) -> None:
+        self.r.blpop([self.signal_key], timeout=max(0.001, timeout))
+
+    def signal(self) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.signal_key, "1")
+            pipe.ltrim(self.signal_key, 0, 0)
+            pipe.execute()
+
+    def close(self) -> None:
+        self.r.close()

@@ -1,0 +1,1 @@
+"""A tiny shop whose order flow is a durable function (see ``shop/steps.py``)."""
