@@ -28,26 +28,26 @@ def install(steps: CelerySteps) -> None:
     """Register the internal tasks and the worker bootstep on ``steps.app``."""
     app = steps.app
 
-    @app.task(name=ROUTE_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=ROUTE_TASK, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def route(event_id: str) -> None:
         steps.route(event_id)
 
-    @app.task(name=BRANCH_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=BRANCH_TASK, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def branch(function_id: str, run_id: str, step_key: str) -> None:
         steps.execute(function_id, run_id, branch=step_key)
 
-    @app.task(name=CRON_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=CRON_TASK, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def cron(function_id: str, index: int = 0) -> None:
         from celery_steps.integration.crons import fire_cron
 
         fire_cron(steps, function_id, index)
 
-    @app.task(name=TASK_DONE, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_DONE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def task_done(result: Any, run_id: str, function_id: str, step_key: str) -> None:
         steps.resolve_task_step(run_id, function_id, step_key, {"status": "completed",
                                                                  "result": result})
 
-    @app.task(name=TASK_FAILED, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_FAILED, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def task_failed(request: Any, exc: Any, traceback: Any, run_id: str, function_id: str,
                     step_key: str) -> None:
         error = {"name": type(exc).__name__, "message": str(exc)[:4000]}
@@ -65,13 +65,14 @@ def register_function(steps: CelerySteps, fn: Function) -> None:
     def run_function(run_id: str) -> str:
         return steps.execute(fn.id, run_id)
 
-    run_function.__name__ = run_function.__qualname__ = f"fn_{fn.id}"
+    run_function.__qualname__ = f"run_function[{fn.id}]"
     options: dict[str, Any] = {
         "name": fn.task_name,
         "acks_late": True,
         "reject_on_worker_lost": True,
         "ignore_result": True,
         "base": Task,
+        "shared": False,
     }
     if fn.queue:
         options["queue"] = fn.queue
