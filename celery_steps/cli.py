@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar, get_args
 import click
 
 from celery_steps.errors import CeleryStepsError
-from celery_steps.extension import CelerySteps
+from celery_steps.extension import EXTENSION_ATTR, CelerySteps
 from celery_steps.functions import Function
 from celery_steps.options import TriggerCron, TriggerEvent
 from celery_steps.runs import Run, RunStatus
@@ -25,6 +25,7 @@ from celery_steps.runs import Run, RunStatus
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 JSON_META = "celery_steps.cli.json"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class StepsCliError(click.ClickException):
@@ -43,18 +44,21 @@ class StepsUsageError(StepsCliError):
     exit_code = 2
 
 
-def _usage_error(ctx: click.Context, exc: click.UsageError) -> StepsUsageError:
-    return StepsUsageError(f"{exc.format_message()} (see '{ctx.command_path} --help')")
+def _one_line_usage(ctx: click.Context, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `steps`: show the help
+            raise
+        message = f"{exc.format_message()} (see '{ctx.command_path} --help')"
+        raise StepsUsageError(message) from None
 
 
 class StepsCommand(click.Command):
     """A command whose usage errors are one line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _usage_error(ctx, exc) from None
+        return _one_line_usage(ctx, lambda: super(StepsCommand, self).parse_args(ctx, args))
 
 
 class StepsGroup(click.Group):
@@ -63,18 +67,12 @@ class StepsGroup(click.Group):
     command_class = StepsCommand
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _usage_error(ctx, exc) from None
+        return _one_line_usage(ctx, lambda: super(StepsGroup, self).parse_args(ctx, args))
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            raise _usage_error(ctx, exc) from None
+        return _one_line_usage(ctx, lambda: super(StepsGroup, self).resolve_command(ctx, args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -104,7 +102,7 @@ def _extension(ctx: click.Context) -> CelerySteps:
     if app is None:
         raise StepsCliError("no Celery app: run it as `celery -A proj steps ...`")
     app.loader.import_default_modules()  # imports/include modules (and Django's setup)
-    ext: CelerySteps | None = getattr(app, "_celery_steps", None)
+    ext: CelerySteps | None = getattr(app, EXTENSION_ATTR, None)
     if ext is None:
         raise StepsCliError(
             f"Celery app {app.main!r} has no CelerySteps installed: add "

@@ -1,0 +1,141 @@
+"""Events: validation, dedupe, fan-out, wildcards, conditions; the runs API."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_steps import (
+    CelerySteps,
+    Context,
+    Event,
+    InvalidEventError,
+    RunNotFound,
+    TriggerEvent,
+)
+from celery_steps.testing import settle
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("",), "no name"),
+        (("t/x", {"when": object()}), "not JSON"),
+        (("t/x", {"blob": "x" * 600_000}), "over the limit"),
+        (([],), "empty"),
+    ],
+)
+def test_bad_events_are_rejected_and_nothing_is_stored(
+    steps: CelerySteps, args: tuple, problem: str
+) -> None:
+    @steps.function(id="sink", trigger="t/*")
+    def sink(ctx: Context) -> None:
+        return None
+
+    with pytest.raises(InvalidEventError, match=problem):
+        steps.send(*args)
+    assert steps.list_runs() == []
+
+
+def test_an_event_id_sent_twice_starts_one_run(steps: CelerySteps) -> None:
+    @steps.function(id="once", trigger="shop/order.paid")
+    def once(ctx: Context) -> int:
+        return int(ctx.event.data["order_id"])
+
+    first = steps.send(Event(name="shop/order.paid", data={"order_id": 7}, id="order-7-paid"))
+    second = steps.send(Event(name="shop/order.paid", data={"order_id": 7}, id="order-7-paid"))
+
+    assert first == second == ["order-7-paid"]
+    assert len(steps.list_runs(function_id="once")) == 1
+
+
+def test_routing_the_same_event_twice_creates_no_second_run(steps: CelerySteps) -> None:
+    @steps.function(id="idem", trigger="t/idem")
+    def idem(ctx: Context) -> None:
+        return None
+
+    [event_id] = steps.send("t/idem")
+    again = steps.route(event_id)
+
+    assert [r.id for r in steps.runs_for_event(event_id)] == again
+    assert len(steps.list_runs(function_id="idem")) == 1
+
+
+def test_one_event_fans_out_to_every_matching_function(steps: CelerySteps) -> None:
+    @steps.function(id="exact", trigger="shop/order.paid")
+    def exact(ctx: Context) -> str:
+        return "exact"
+
+    @steps.function(id="wild", trigger="shop/*")
+    def wild(ctx: Context) -> str:
+        return "wild"
+
+    @steps.function(id="big-only", trigger=TriggerEvent("shop/order.paid",
+                                                        if_exp="event.data.total > 100"))
+    def big_only(ctx: Context) -> str:
+        return "big"
+
+    @steps.function(id="other", trigger="crm/contact.created")
+    def other(ctx: Context) -> str:
+        return "other"
+
+    small = steps.runs_for_event(steps.send("shop/order.paid", data={"total": 5})[0])
+    big = steps.runs_for_event(steps.send("shop/order.paid", data={"total": 500})[0])
+
+    assert sorted(r.function_id for r in small) == ["exact", "wild"]
+    assert sorted(r.function_id for r in big) == ["big-only", "exact", "wild"]
+    assert all(settle(steps, r.id).status == "completed" for r in small + big)
+
+
+def test_runs_for_an_event_that_matched_nothing_is_empty(steps: CelerySteps) -> None:
+    assert steps.runs_for_event(steps.send("nobody/listens")[0], timeout=1) == []
+
+
+def test_get_run_of_an_unknown_id_raises_run_not_found(steps: CelerySteps) -> None:
+    with pytest.raises(RunNotFound, match="no run with id 'nope'"):
+        steps.get_run("nope")
+
+
+def test_list_runs_is_newest_first_and_filters(steps: CelerySteps) -> None:
+    @steps.function(id="lister", trigger="t/list")
+    def lister(ctx: Context) -> None:
+        return None
+
+    ids = []
+    for _ in range(3):
+        [event_id] = steps.send("t/list")
+        ids.append(steps.runs_for_event(event_id)[0].id)
+        steps.clock.advance(1)  # type: ignore[attr-defined]
+
+    assert [r.id for r in steps.list_runs(function_id="lister")] == ids[::-1]
+    assert [r.id for r in steps.list_runs(status="completed", limit=2)] == ids[::-1][:2]
+    assert steps.list_runs(function_id="lister", status="failed") == []
+
+
+def test_cancel_a_queued_run_stops_it_before_any_step(steps: CelerySteps) -> None:
+    ran: list[str] = []
+
+    @steps.function(id="slowpoke", trigger="t/slow", retries=1)
+    def slowpoke(ctx: Context) -> None:
+        ctx.step.run("first", lambda: ran.append("first"))
+        ctx.step.run("second", lambda: 1 / 0)  # retrying: the run waits in "queued"
+
+    run_id = steps.runs_for_event(steps.send("t/slow")[0])[0].id
+    assert steps.get_run(run_id).status == "queued"
+    steps.cancel(run_id)
+    run = settle(steps, run_id)
+
+    assert run.status == "cancelled"
+    assert ran == ["first"]
+    assert run.ended_at is not None
+    with pytest.raises(RunNotFound):
+        steps.cancel("unknown-run")
+
+
+def test_fn_invoke_starts_a_run_directly(steps: CelerySteps) -> None:
+    @steps.function(id="direct", trigger="t/never")
+    def direct(ctx: Context) -> int:
+        return int(ctx.event.data["n"]) * 2
+
+    run_id = direct.invoke({"n": 21})
+
+    assert settle(steps, run_id).output == 42
