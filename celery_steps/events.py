@@ -94,7 +94,9 @@ def validate_event(event: Event, *, max_bytes: int, allow_internal: bool = False
     if len(event.name) > MAX_NAME_LENGTH:
         raise InvalidEventError(f"event name is longer than {MAX_NAME_LENGTH} characters")
     if event.name.endswith("/*"):
-        raise InvalidEventError(f"event name {event.name!r} ends in '/*': that is a trigger pattern")
+        raise InvalidEventError(
+            f"event name {event.name!r} ends in '/*': that is a trigger pattern, not a name"
+        )
     if not allow_internal and event.name.startswith(INTERNAL_PREFIX):
         raise InvalidEventError(
             f"event name {event.name!r} uses the reserved prefix {INTERNAL_PREFIX!r}"

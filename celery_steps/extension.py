@@ -262,9 +262,10 @@ class CelerySteps:
             return function
         fn = self.registry.by_id.get(function) if isinstance(function, str) else None
         if fn is None:
+            known = ", ".join(sorted(self.registry.by_id)) or "none"
             raise ConfigurationError(
                 f"unknown function {function!r}: pass a Function object or the id of a function "
-                f"registered on this app (known: {', '.join(sorted(self.registry.by_id)) or 'none'})"
+                f"registered on this app (known: {known})"
             )
         return fn
 

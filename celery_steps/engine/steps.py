@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery_steps.durations import parse_duration, parse_when, to_ms
-from celery_steps.engine.backoff import backoff_seconds
 from celery_steps.engine.interrupts import Planned, Stop, Suspend
 from celery_steps.engine.serialization import round_trip
 from celery_steps.errors import (
@@ -17,7 +16,6 @@ from celery_steps.errors import (
     ConfigurationError,
     NonDeterminismError,
     NonRetriableError,
-    RetryAfterError,
     SerializationError,
     StepError,
     step_error_for,

@@ -10,7 +10,7 @@ from celery import bootsteps
 from celery_steps.integration.poller import TimerPoller
 
 
-class TimerPollerStep(bootsteps.StartStopStep):
+class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Starts one :class:`TimerPoller` per worker node."""
 
     requires = ("celery.worker.components:Pool",)

@@ -47,6 +47,10 @@ class RunRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def ended(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
     def ordered_steps(self) -> list[tuple[str, dict[str, Any]]]:
         return sorted(self.steps.items(), key=lambda item: int(item[1].get("pos", 0)))
 
@@ -211,5 +215,5 @@ class StateStore(abc.ABC):
     def signal(self) -> None:
         """Wake every poller blocked in :meth:`wait_for_signal` (e.g. after a clock jump)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections."""

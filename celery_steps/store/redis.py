@@ -238,8 +238,8 @@ class RedisStore(StateStore):
         status = _s(reply[0])
         if status != "ok":
             return status, None  # type: ignore[return-value]
-        meta = dict(zip(reply[1][::2], reply[1][1::2]))
-        steps = dict(zip(reply[2][::2], reply[2][1::2]))
+        meta = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
+        steps = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
         return "ok", self._record(meta, steps)
 
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_steps import Context
 from proj.celery import steps
+
+from celery_steps import Context
 
 
 def charge_card(order_id: int, amount_cents: int, idempotency_key: str) -> dict[str, Any]:

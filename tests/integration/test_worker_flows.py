@@ -50,7 +50,7 @@ def declare(steps: CelerySteps, admin: redis.Redis) -> None:
 
     @steps.function(id="slow-step", trigger="t/slow-step", retries=0)
     def slow_step(ctx: Context) -> int:
-        return int(ctx.step.run("slow", lambda: count("slow-step") and time.sleep(1.0) or 1))
+        return int(ctx.step.run("slow", lambda: (count("slow-step") and time.sleep(1.0)) or 1))
 
     @steps.function(id="flaky-redis", trigger="t/flaky-redis", retries=2)
     def flaky_redis(ctx: Context) -> list[int]:

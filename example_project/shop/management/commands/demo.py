@@ -7,6 +7,8 @@ events and prints every run they started, with its steps. Exits 1 unless all com
 from __future__ import annotations
 
 import sys
+import time
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -34,24 +36,25 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from celery.contrib.testing.worker import start_worker
-
         from proj.celery import app, steps
 
         timeout = float(options["timeout"])
         self.stdout.write(f"broker: {app.conf.broker_url}")
         self.stdout.write(f"functions: {', '.join(sorted(steps.functions))}")
         runs: list[Run] = []
+        batch = uuid.uuid4().hex[:8]  # fresh event ids: a re-sent id is deduplicated for 24h
+        started_at = time.monotonic()
         with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
                           loglevel="WARNING", shutdown_timeout=30.0):
             event_ids: list[str] = []
             for order in ORDERS[:2]:
                 event_ids += steps.send("shop/order.paid", data=order,
-                                        id=f"order-{order['order_id']}-paid")
+                                        id=f"order-{order['order_id']}-paid-{batch}")
             # The last order is sent the Django way: only once its transaction commits.
             with transaction.atomic():
                 order = ORDERS[2]
                 event_ids += send_on_commit(steps, "shop/order.paid", data=order,
-                                            id=f"order-{order['order_id']}-paid")
+                                            id=f"order-{order['order_id']}-paid-{batch}")
             for event_id in event_ids:
                 started = steps.runs_for_event(event_id, timeout=timeout)
                 if not started:
@@ -62,13 +65,14 @@ class Command(BaseCommand):
                     except TimeoutError as exc:
                         self.stdout.write(f"event {event_id}: {exc}")
                         runs.append(steps.get_run(run.id))
+        elapsed = time.monotonic() - started_at
         for run in runs:
             self._print_run(run)
         ok = bool(runs) and all(run.status == "completed" for run in runs)
         expected = len(ORDERS) * 2
         ok = ok and len(runs) == expected
         self.stdout.write(f"\n{sum(r.status == 'completed' for r in runs)}/{expected} runs "
-                          f"completed: {'OK' if ok else 'FAILED'}")
+                          f"completed in {elapsed:.1f}s: {'OK' if ok else 'FAILED'}")
         sys.stdout.flush()
         if not ok:
             sys.exit(1)

@@ -1,0 +1,487 @@
+"""StateStore contract: runs, leases, checkpoints, suspension, finish, release, cancel.
+
+Runs on every store (the ``store`` fixture is parametrized over memory and redis).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from celery_steps.store.base import NewRun, Outcome, Suspension
+from tests.conftest import wait_until
+from tests.store._support import (
+    FUNCTION,
+    LEASE_MS,
+    NOW,
+    RETENTION_MS,
+    assert_due_exactly_at,
+    assert_not_scheduled,
+    create,
+    finished,
+    leased,
+    new_id,
+    run_member,
+    suspended_waiting,
+    wait_step,
+    waiter,
+)
+
+DONE = {"op": "run", "pos": 0, "status": "completed", "result": {"n": 1}}
+
+
+# -- create / load / list ---------------------------------------------------------------
+def test_create_run_stores_a_queued_run_with_its_metadata(store) -> None:
+    run_id = new_id()
+    run = NewRun(id=run_id, function_id=FUNCTION, event_ids=["e1", "e2"], created_at=NOW,
+                 events=[{"name": "shop/order.paid", "data": {"order": 7}}],
+                 parent={"run_id": "parent-1", "step": "invoke"})
+    assert store.create_run(run) is True
+
+    record = store.load_run(run_id)
+    assert record is not None
+    assert (record.id, record.function_id, record.status) == (run_id, FUNCTION, "queued")
+    assert record.created_at == NOW
+    assert record.event_ids == ["e1", "e2"]
+    assert record.events == [{"name": "shop/order.paid", "data": {"order": 7}}]
+    assert record.parent == {"run_id": "parent-1", "step": "invoke"}
+    assert (record.attempt, record.steps) == (0, {})
+    assert (record.ended_at, record.output, record.error) == (None, None, None)
+
+
+def test_create_run_with_an_existing_id_is_refused_and_changes_nothing(store) -> None:
+    run_id = create(store, event_ids=["first"])
+    again = NewRun(id=run_id, function_id="other/fn", event_ids=["second"], created_at=NOW + 9)
+    assert store.create_run(again) is False
+
+    record = store.load_run(run_id)
+    assert (record.function_id, record.event_ids, record.created_at) == (
+        FUNCTION, ["first"], NOW)
+
+
+def test_create_run_with_start_by_arms_the_watchdog_timer(store) -> None:
+    run_id = create(store, start_by=NOW + 1_000)
+    assert_due_exactly_at(store, run_member(run_id), NOW + 1_000)
+
+
+def test_create_run_without_start_by_arms_no_timer(store) -> None:
+    run_id = create(store)
+    assert_not_scheduled(store, run_member(run_id))
+
+
+def test_create_run_registers_its_waiters(store) -> None:
+    run_id = new_id()
+    w = waiter(run_id, "cancel")
+    create(store, run_id, waiters=(w,))
+    assert store.find_waiters(w.event_name, {}) == [w]
+
+
+def test_load_run_of_an_unknown_id_is_none(store) -> None:
+    assert store.load_run(new_id()) is None
+
+
+def test_list_runs_returns_newest_first(store) -> None:
+    old = create(store, created_at=NOW)
+    new = create(store, created_at=NOW + 2)
+    mid = create(store, created_at=NOW + 1)
+    ids = [r.id for r in store.list_runs(function_id=None, status=None, limit=10)]
+    assert ids == [new, mid, old]
+
+
+def test_list_runs_respects_the_limit(store) -> None:
+    runs = [create(store, created_at=NOW + i) for i in range(5)]
+    ids = [r.id for r in store.list_runs(function_id=None, status=None, limit=2)]
+    assert ids == [runs[4], runs[3]]
+
+
+def test_list_runs_filters_by_function(store) -> None:
+    a = create(store, function_id="fn/a", created_at=NOW)
+    create(store, function_id="fn/b", created_at=NOW + 1)
+    a2 = create(store, function_id="fn/a", created_at=NOW + 2)
+    ids = [r.id for r in store.list_runs(function_id="fn/a", status=None, limit=10)]
+    assert ids == [a2, a]
+
+
+def test_list_runs_filters_by_status(store) -> None:
+    queued = create(store, created_at=NOW)
+    done = finished(store, created_at=NOW + 1)
+    running, _ = leased(store, created_at=NOW + 2)
+    assert [r.id for r in store.list_runs(function_id=None, status="queued", limit=10)] == [
+        queued]
+    assert [r.id for r in store.list_runs(function_id=None, status="completed", limit=10)] == [
+        done]
+    assert [r.id for r in store.list_runs(function_id=None, status="running", limit=10)] == [
+        running]
+
+
+def test_list_runs_filters_by_function_and_status_together(store) -> None:
+    create(store, function_id="fn/a", created_at=NOW)
+    wanted = finished(store, function_id="fn/a", created_at=NOW + 1)
+    finished(store, function_id="fn/b", created_at=NOW + 2)
+    found = store.list_runs(function_id="fn/a", status="completed", limit=10)
+    assert [r.id for r in found] == [wanted]
+
+
+# -- acquire / renew ----------------------------------------------------------------------
+def test_acquire_marks_the_run_running_and_returns_its_state(store) -> None:
+    run_id = create(store)
+    status, record = store.acquire(run_id, "tok-1", now=NOW, lease_ms=LEASE_MS)
+    assert status == "ok"
+    assert (record.id, record.status) == (run_id, "running")
+    assert store.load_run(run_id).status == "running"
+
+
+def test_acquire_returns_the_checkpointed_steps(store) -> None:
+    # given a run that checkpointed a step and suspended
+    run_id, token = leased(store)
+    store.save_step(run_id, token, "fetch", DONE)
+    store.suspend(run_id, token, Suspension("queued", NOW))
+    # when another worker acquires it, then it sees the step
+    status, record = store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    assert status == "ok"
+    assert record.steps == {"fetch": DONE}
+
+
+def test_acquire_arms_a_watchdog_at_twice_the_lease(store) -> None:
+    run_id, _ = leased(store, now=NOW)
+    assert_due_exactly_at(store, run_member(run_id), NOW + 2 * LEASE_MS)
+
+
+def test_acquire_of_a_leased_run_is_busy(store) -> None:
+    run_id, _ = leased(store)
+    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS) == ("busy", None)
+
+
+def test_acquire_of_an_unknown_run_is_missing(store) -> None:
+    assert store.acquire(new_id(), "tok-1", now=NOW, lease_ms=LEASE_MS) == ("missing", None)
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_acquire_of_a_finished_run_is_ended(store, status) -> None:
+    run_id = finished(store, status)
+    assert store.acquire(run_id, "tok-2", now=NOW + 100, lease_ms=LEASE_MS) == ("ended", None)
+
+
+def test_acquire_of_a_cancelled_run_is_ended(store) -> None:
+    run_id = create(store)
+    store.cancel(run_id, now=NOW, reason="stop", retention_ms=RETENTION_MS)
+    assert store.acquire(run_id, "tok-1", now=NOW + 1, lease_ms=LEASE_MS) == ("ended", None)
+
+
+def test_busy_acquire_sets_the_wake_flag_so_the_holder_replays(store) -> None:
+    # given a worker holding the lease
+    run_id, token = leased(store)
+    # when another delivery of the run finds it busy
+    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    # then the holder's suspend returns True: it keeps the lease and replays
+    assert store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000)) is True
+    assert store.load_run(run_id).status == "running"
+    assert store.save_step(run_id, token, "fetch", DONE) == ("ok", None)
+    # and the flag is consumed: the next suspend really suspends
+    assert store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000)) is False
+    assert store.load_run(run_id).status == "sleeping"
+
+
+def test_acquire_takes_over_an_expired_lease_and_fences_the_old_holder(store) -> None:
+    # given a lease of 50 ms taken on the real clock
+    start = int(time.time() * 1000)
+    run_id, old = leased(store, now=start)
+    store.renew(run_id, old, now=start, lease_ms=50)
+    wait_until(lambda: time.time() * 1000 > start + 200, message="lease expiry")
+    # when another worker acquires after expiry
+    now = int(time.time() * 1000)
+    assert store.acquire(run_id, "tok-new", now=now, lease_ms=LEASE_MS)[0] == "ok"
+    # then the old holder's writes are refused
+    assert store.save_step(run_id, old, "fetch", DONE) == ("lost", None)
+    assert store.renew(run_id, old, now=now, lease_ms=LEASE_MS) is False
+
+
+def test_renew_by_the_holder_extends_the_lease_and_moves_the_watchdog(store) -> None:
+    run_id, token = leased(store, now=NOW)
+    assert store.renew(run_id, token, now=NOW + 10_000, lease_ms=LEASE_MS) is True
+    assert_due_exactly_at(store, run_member(run_id), NOW + 10_000 + 2 * LEASE_MS)
+
+
+def test_renew_with_a_wrong_token_fails(store) -> None:
+    run_id, _ = leased(store)
+    assert store.renew(run_id, "intruder", now=NOW + 1, lease_ms=LEASE_MS) is False
+
+
+def test_renew_after_release_fails(store) -> None:
+    run_id, token = leased(store)
+    store.release(run_id, token)
+    assert store.renew(run_id, token, now=NOW + 1, lease_ms=LEASE_MS) is False
+
+
+def test_renew_fails_once_the_lease_has_expired(store) -> None:
+    # given a 50 ms lease on the real clock that nobody took over
+    start = int(time.time() * 1000)
+    run_id, token = leased(store, now=start)
+    store.renew(run_id, token, now=start, lease_ms=50)
+    wait_until(lambda: time.time() * 1000 > start + 200, message="lease expiry")
+    # when the holder renews late, then it is told the lease is gone
+    assert store.renew(run_id, token, now=int(time.time() * 1000), lease_ms=LEASE_MS) is False
+
+
+# -- save_step ----------------------------------------------------------------------------
+def test_save_step_under_the_lease_checkpoints_the_state(store) -> None:
+    run_id, token = leased(store)
+    assert store.save_step(run_id, token, "fetch", DONE) == ("ok", None)
+    assert store.load_run(run_id).steps == {"fetch": DONE}
+
+
+def test_save_step_overwrites_a_non_final_state(store) -> None:
+    run_id, token = leased(store)
+    store.save_step(run_id, token, "fetch", {"op": "run", "pos": 0, "status": "retrying",
+                                              "attempts": 1})
+    assert store.save_step(run_id, token, "fetch", DONE) == ("ok", None)
+    assert store.load_run(run_id).steps["fetch"] == DONE
+
+
+@pytest.mark.parametrize("final", ["completed", "failed"])
+def test_save_step_keeps_the_first_final_state(store, final) -> None:
+    # given a step whose final state is stored
+    run_id, token = leased(store)
+    first = {"op": "run", "pos": 0, "status": final, "result": 1}
+    store.save_step(run_id, token, "fetch", first)
+    # when a second final state is written
+    second = {"op": "run", "pos": 0, "status": "completed", "result": 2}
+    # then the write is refused and the stored one returned
+    assert store.save_step(run_id, token, "fetch", second) == ("exists", first)
+    assert store.load_run(run_id).steps["fetch"] == first
+
+
+def test_save_step_with_a_wrong_token_is_lost(store) -> None:
+    run_id, _ = leased(store)
+    assert store.save_step(run_id, "intruder", "fetch", DONE) == ("lost", None)
+    assert store.load_run(run_id).steps == {}
+
+
+def test_save_step_after_the_lease_moved_on_is_lost(store) -> None:
+    # given worker 1 released and worker 2 holds the lease
+    run_id, old = leased(store)
+    store.release(run_id, old)
+    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    # then worker 1's checkpoint is refused
+    assert store.save_step(run_id, old, "fetch", DONE) == ("lost", None)
+    assert "fetch" not in store.load_run(run_id).steps
+
+
+def test_save_step_on_an_unknown_run_is_lost(store) -> None:
+    assert store.save_step(new_id(), "tok-1", "fetch", DONE) == ("lost", None)
+
+
+def test_save_step_after_cancel_is_cancelled(store) -> None:
+    run_id, token = leased(store)
+    store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
+    assert store.save_step(run_id, token, "fetch", DONE) == ("cancelled", None)
+    assert store.load_run(run_id).steps == {}
+
+
+# -- suspend ------------------------------------------------------------------------------
+def test_suspend_with_a_timer_records_the_state_and_arms_the_timer(store) -> None:
+    run_id, token = leased(store)
+    sleep = {"op": "sleep", "pos": 0, "status": "sleeping", "wake_at": NOW + 60_000}
+    suspension = Suspension("sleeping", NOW + 60_000, step_key="nap", step_state=sleep)
+    assert store.suspend(run_id, token, suspension) is False
+
+    record = store.load_run(run_id)
+    assert record.status == "sleeping"
+    assert record.steps == {"nap": sleep}
+    assert_due_exactly_at(store, run_member(run_id), NOW + 60_000)
+
+
+def test_suspend_releases_the_lease(store) -> None:
+    run_id, token = leased(store)
+    store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000))
+    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
+    assert store.save_step(run_id, token, "fetch", DONE) == ("lost", None)
+
+
+def test_suspend_with_waiters_registers_them(store) -> None:
+    run_id, w = suspended_waiting(store, wake_at=NOW + 3_600_000)
+    record = store.load_run(run_id)
+    assert record.status == "waiting"
+    assert record.steps["wait"] == wait_step(NOW + 3_600_000)
+    assert store.find_waiters(w.event_name, {"data": {}}) == [w]
+    assert_due_exactly_at(store, run_member(run_id), NOW + 3_600_000)
+
+
+def test_suspend_without_a_wake_time_disarms_the_run_timer(store) -> None:
+    # given a leased run (watchdog armed)
+    run_id, token = leased(store)
+    # when it suspends with no wake-up (a wait without timeout)
+    assert store.suspend(run_id, token, Suspension("waiting", None,
+                                                  waiters=(waiter(run_id),))) is False
+    # then no timer wakes it
+    assert_not_scheduled(store, run_member(run_id))
+
+
+def test_suspend_records_the_attempt_for_a_retry(store) -> None:
+    run_id, token = leased(store)
+    assert store.suspend(run_id, token, Suspension("queued", NOW + 5_000, attempt=2)) is False
+    record = store.load_run(run_id)
+    assert (record.status, record.attempt) == ("queued", 2)
+
+
+def test_suspend_keeps_a_final_step_state_resolved_meanwhile(store) -> None:
+    # given an event resolved the wait while the run was still executing
+    run_id, token = leased(store)
+    resolved = {"status": "completed", "result": {"order": 7}}
+    assert store.resolve_step(run_id, "wait", resolved, now=NOW + 1) is True
+    # when the holder suspends with its (stale) waiting state for that step
+    result = store.suspend(run_id, token, Suspension(
+        "waiting", NOW + 60_000, step_key="wait", step_state=wait_step(NOW + 60_000)))
+    # then it is told to replay and the final state is kept
+    assert result is True
+    assert store.load_run(run_id).steps["wait"] == resolved
+
+
+def test_suspend_with_a_wrong_token_is_none_and_changes_nothing(store) -> None:
+    run_id, _ = leased(store)
+    suspension = Suspension("sleeping", NOW + 60_000, step_key="nap",
+                            step_state={"op": "sleep", "pos": 0, "status": "sleeping"})
+    assert store.suspend(run_id, "intruder", suspension) is None
+    record = store.load_run(run_id)
+    assert (record.status, record.steps) == ("running", {})
+
+
+def test_suspend_after_cancel_is_none(store) -> None:
+    run_id, token = leased(store)
+    store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
+    assert store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000)) is None
+    assert store.load_run(run_id).status == "cancelled"
+    assert_not_scheduled(store, run_member(run_id))
+
+
+# -- finish -------------------------------------------------------------------------------
+def test_finish_under_the_lease_ends_the_run_with_its_output(store) -> None:
+    run_id, token = leased(store)
+    outcome = Outcome("completed", NOW + 99, '{"total": 42, "items": [1, 2]}')
+    assert store.finish(run_id, token, outcome, retention_ms=RETENTION_MS) is True
+    record = store.load_run(run_id)
+    assert (record.status, record.ended_at) == ("completed", NOW + 99)
+    assert record.output == {"total": 42, "items": [1, 2]}
+    assert record.error is None
+
+
+def test_finish_as_failed_stores_the_error(store) -> None:
+    run_id, token = leased(store)
+    error = {"name": "ValueError", "message": "bad order"}
+    assert store.finish(run_id, token, Outcome("failed", NOW + 5, None, error),
+                        retention_ms=RETENTION_MS) is True
+    record = store.load_run(run_id)
+    assert (record.status, record.error, record.output) == ("failed", error, None)
+
+
+def test_finish_releases_the_lease_and_disarms_the_run_timer(store) -> None:
+    run_id = finished(store)
+    assert store.renew(run_id, "tok-1", now=NOW + 100, lease_ms=LEASE_MS) is False
+    assert_not_scheduled(store, run_member(run_id))
+
+
+def test_finish_drops_the_runs_waiters(store) -> None:
+    # given a run that registered a waiter and was woken
+    run_id, w = suspended_waiting(store)
+    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    # when it finishes, then its waiter is gone
+    store.finish(run_id, "tok-2", Outcome("completed", NOW + 2), retention_ms=RETENTION_MS)
+    assert store.find_waiters(w.event_name, {}) == []
+
+
+def test_finish_with_a_stale_token_is_refused(store) -> None:
+    # given worker 1 lost the lease to worker 2
+    run_id, old = leased(store)
+    store.release(run_id, old)
+    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    # when worker 1 finishes, then it is refused and the run keeps running
+    assert store.finish(run_id, old, Outcome("completed", NOW + 2, '"stale"'),
+                        retention_ms=RETENTION_MS) is False
+    record = store.load_run(run_id)
+    assert (record.status, record.output, record.ended_at) == ("running", None, None)
+    # and worker 2 still can
+    assert store.finish(run_id, "tok-2", Outcome("completed", NOW + 3, '"fresh"'),
+                        retention_ms=RETENTION_MS) is True
+    assert store.load_run(run_id).output == "fresh"
+
+
+def test_finish_after_cancel_is_refused(store) -> None:
+    run_id, token = leased(store)
+    store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
+    assert store.finish(run_id, token, Outcome("completed", NOW + 2, "1"),
+                        retention_ms=RETENTION_MS) is False
+    record = store.load_run(run_id)
+    assert (record.status, record.output) == ("cancelled", None)
+
+
+# -- release ------------------------------------------------------------------------------
+def test_release_lets_another_worker_acquire(store) -> None:
+    run_id, token = leased(store)
+    store.release(run_id, token)
+    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
+
+
+def test_release_with_a_wrong_token_keeps_the_lease(store) -> None:
+    run_id, token = leased(store)
+    store.release(run_id, "intruder")
+    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert store.renew(run_id, token, now=NOW + 2, lease_ms=LEASE_MS) is True
+
+
+# -- cancel -------------------------------------------------------------------------------
+def _in_state(store, state: str) -> str:
+    if state == "queued":
+        return create(store)
+    if state in ("completed", "failed"):
+        return finished(store, state)
+    run_id, token = leased(store)
+    if state in ("sleeping", "waiting"):
+        assert store.suspend(run_id, token, Suspension(state, NOW + 60_000)) is False
+    elif state == "cancelled":
+        store.cancel(run_id, now=NOW + 1, reason="first", retention_ms=RETENTION_MS)
+    return run_id
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "sleeping", "waiting"])
+def test_cancel_of_a_live_run_returns_its_previous_status_and_ends_it(store, state) -> None:
+    run_id = _in_state(store, state)
+    assert store.load_run(run_id).status == state
+    assert store.cancel(run_id, now=NOW + 500, reason="user asked",
+                        retention_ms=RETENTION_MS) == state
+    record = store.load_run(run_id)
+    assert (record.status, record.ended_at) == ("cancelled", NOW + 500)
+    assert record.error == {"name": "Cancelled", "message": "user asked"}
+
+
+@pytest.mark.parametrize("state", ["completed", "failed", "cancelled"])
+def test_cancel_of_an_ended_run_returns_its_status_and_changes_nothing(store, state) -> None:
+    run_id = _in_state(store, state)
+    before = store.load_run(run_id)
+    assert store.cancel(run_id, now=NOW + 500, reason="again",
+                        retention_ms=RETENTION_MS) == state
+    assert store.load_run(run_id) == before
+
+
+def test_cancel_of_an_unknown_run_is_none(store) -> None:
+    assert store.cancel(new_id(), now=NOW, reason="x", retention_ms=RETENTION_MS) is None
+
+
+def test_cancel_drops_the_runs_waiters_and_timer(store) -> None:
+    # given a run waiting with a waiter and a timeout timer
+    run_id, w = suspended_waiting(store, wake_at=NOW + 60_000)
+    assert store.find_waiters(w.event_name, {}) == [w]
+    # when it is cancelled
+    store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
+    # then nothing wakes it any more
+    assert store.find_waiters(w.event_name, {}) == []
+    assert_not_scheduled(store, run_member(run_id))
+
+
+def test_cancel_of_a_queued_run_drops_its_start_watchdog_and_waiters(store) -> None:
+    run_id = new_id()
+    w = waiter(run_id, "cancel-on", path="data.order", value=7)
+    create(store, run_id, start_by=NOW + 1_000, waiters=(w,))
+    store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
+    assert store.find_waiters(w.event_name, {"data": {"order": 7}}) == []
+    assert_not_scheduled(store, run_member(run_id))
