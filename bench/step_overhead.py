@@ -164,7 +164,19 @@ def install_chain_tasks(app: Celery) -> dict[str, Any]:
         i = (prev or {}).get("i", -1) + 1
         return {"i": i, "ok": True}
 
+    floor_client: list[redis.Redis] = []
+
+    def evalsha_loop(n: int) -> int:
+        """The floor under the worker's own conditions: n bare EVALSHAs in one task."""
+        if not floor_client:
+            floor_client.append(redis.Redis.from_url(app.conf.broker_url))
+        script = floor_client[0].register_script("return 1")
+        for _ in range(n):
+            script(keys=["bench:floor"])
+        return n
+
     return {
+        "floor": app.task(name="bench.floor", ignore_result=True)(evalsha_loop),
         # the fair comparison: like the steps function's own task, no result is stored
         "noop": app.task(name="bench.noop", ignore_result=True)(body),
         "last": app.task(name="bench.last", ignore_result=True)(body),
@@ -186,7 +198,7 @@ def connect_done_signal(app: Celery, client: redis.Redis, steps_task: str) -> No
         name = getattr(task, "name", "")
         if name == steps_task and retval in ("completed", "failed"):
             client.lpush(DONE_PREFIX + str(args[0]), "1")
-        elif name in ("bench.last", "bench.last_r"):
+        elif name in ("bench.last", "bench.last_r", "bench.floor"):
             client.lpush(DONE_PREFIX + str(task_id), "1")
 
     task_postrun.connect(on_postrun, weak=False)
@@ -209,6 +221,13 @@ class Bench:
         if run.status != "completed" or len(run.steps) != n:
             raise RuntimeError(f"steps run {run_id} ended {run.status}: {run.error}")
         return t1 - t0
+
+    def run_floor_task(self, n: int) -> float:
+        t0 = time.perf_counter()
+        res = self.tasks["floor"].apply_async(args=[n])
+        if self.client.blpop([DONE_PREFIX + res.id], timeout=120) is None:
+            raise TimeoutError(f"floor task {res.id} did not finish")
+        return time.perf_counter() - t0
 
     def run_chain(self, n: int, stored: bool = False) -> float:
         noop, last = (self.tasks["noop_r"], self.tasks["last_r"]) if stored else (
@@ -302,8 +321,10 @@ def timed(fn: Callable[[int], float], n: int, runs: int) -> list[float]:
     return [fn(n) for _ in range(runs)]
 
 
-def marginal(t_short: list[float], t_long: list[float]) -> float:
-    return (statistics.median(t_long) - statistics.median(t_short)) / (LONG - SHORT)
+def marginal(t_short: list[float], t_long: list[float], q: float = 50) -> float:
+    """(t_long - t_short) / (LONG - SHORT) at percentile q of each (median by default)."""
+    return (pct(t_long, q) - pct(t_short, q)) / (LONG - SHORT) if q != 50 else (
+        (statistics.median(t_long) - statistics.median(t_short)) / (LONG - SHORT))
 
 
 # -- in-process engine cost and profile ------------------------------------------------------
@@ -414,13 +435,18 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
             bench.run_chain(SHORT), bench.run_chain(LONG)
             bench.run_chain(SHORT, stored=True), bench.run_chain(LONG, stored=True)
             eager.run_steps(SHORT), eager.run_steps(LONG)
+            bench.run_floor_task(SHORT), bench.run_floor_task(LONG)
 
-        floor = measure_floor(client, floor_calls)
+        floor = measure_floor(client, 500)  # warm-up only
+        floor = []
 
         # interleaved, so drift hits every workload alike
         t: dict[str, list[float]] = {k: [] for k in
-                                     ("s10", "s50", "c10", "c50", "r10", "r50", "e10", "e50")}
+                                     ("s10", "s50", "c10", "c50", "r10", "r50", "e10", "e50", "f10", "f50")}
         for _ in range(runs):
+            floor.extend(measure_floor(client, max(1, floor_calls // runs)))
+            t["f10"].append(bench.run_floor_task(SHORT))
+            t["f50"].append(bench.run_floor_task(LONG))
             t["s10"].append(bench.run_steps(SHORT))
             t["c10"].append(bench.run_chain(SHORT))
             t["r10"].append(bench.run_chain(SHORT, stored=True))
@@ -446,24 +472,30 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     f_med, f_p99 = statistics.median(floor), pct(floor, 99)
 
     print("\n## wall time per run (ms): median [p10-p90] over", runs, "runs\n")
-    print(f"| workload | {SHORT} | {LONG} | marginal per step/link (µs) |")
-    print("|---|---:|---:|---:|")
+    print(f"| workload | {SHORT} | {LONG} | marginal per step/link (µs), medians "
+          "| same, from p10s |")
+    print("|---|---:|---:|---:|---:|")
 
     def row(label: str, a: list[float], b: list[float]) -> None:
         fmt = lambda v: (f"{statistics.median(v) * 1e3:.2f} "  # noqa: E731
                          f"[{pct(v, 10) * 1e3:.2f}-{pct(v, 90) * 1e3:.2f}]")
-        print(f"| {label} | {fmt(a)} | {fmt(b)} | {us(marginal(a, b))} |")
+        print(f"| {label} | {fmt(a)} | {fmt(b)} | {us(marginal(a, b))} "
+              f"| {us(marginal(a, b, 10))} |")
 
     row("celery-steps function, worker", t["s10"], t["s50"])
     row("Celery chain, ignore_result", t["c10"], t["c50"])
     row("Celery chain, results stored", t["r10"], t["r50"])
     row("celery-steps function, in-process (eager)", t["e10"], t["e50"])
+    row("floor in the worker: a task doing n bare EVALSHAs", t["f10"], t["f50"])
 
     print("\n## summary\n")
     print("| figure | value |")
     print("|---|---:|")
     print(f"| floor: EVALSHA `return 1`, median | {f_med * 1e6:.0f} µs |")
     print(f"| floor: EVALSHA `return 1`, p99 | {f_p99 * 1e6:.0f} µs |")
+    print(f"| floor: EVALSHA `return 1`, p10 | {pct(floor, 10) * 1e6:.0f} µs |")
+    print(f"| floor in the worker thread (task doing n EVALSHAs), marginal | "
+          f"{us(marginal(t['f10'], t['f50']))} µs |")
     print(f"| floor re-measured after the runs, median | "
           f"{statistics.median(floor_after) * 1e6:.0f} µs |")
     print(f"| per-step cost (worker) | {us(step)} µs |")
@@ -473,6 +505,10 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     print(f"| ratio step / floor (target <= {STEP_TARGET:g}x) | {step / f_med:.1f}x |")
     print(f"| ratio link / step (target >= {LINK_TARGET:g}x) | {link / step:.1f}x |")
     print(f"| ratio link (results stored) / step | {rlink / step:.1f}x |")
+    fw = marginal(t["f10"], t["f50"])
+    print(f"| ratio step / floor-in-worker | {step / fw:.1f}x |")
+    print(f"| ratio step / floor, from p10s (least disturbed) | "
+          f"{marginal(t['s10'], t['s50'], 10) / pct(floor, 10):.1f}x |")
     print(f"| Redis commands per step (executed, incl. inside Lua) | {cmd_step:.2f} |")
     print(f"| Redis commands per link (ignore_result) | {cmd_link:.2f} |")
     print(f"| Redis commands per link (results stored) | {cmd_rlink:.2f} |")

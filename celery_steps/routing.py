@@ -6,9 +6,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
-from celery_steps.expressions import Expression
-from celery_steps.store.base import NewRun
+from celery_steps.expressions import Expression, lookup_path, match_key
+from celery_steps.store.base import NewRun, Waiter
 
 if TYPE_CHECKING:
     from celery_steps.extension import CelerySteps
@@ -63,7 +64,31 @@ def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
 
 def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str, Any]],
             parent: dict[str, Any] | None = None) -> NewRun:
+    """A run record: its start watchdog, Timeouts deadlines and cancel_on registrations."""
     now = steps.clock.now_ms()
+    start_by = now + int(float(steps.settings.start_watchdog) * 1000)
+    deadlines: dict[str, int] = {}
+    if fn.timeouts is not None:
+        for name in ("start", "finish"):
+            value = getattr(fn.timeouts, name)
+            if value is not None:
+                deadlines[name] = now + to_ms(parse_duration(value))
+        start_by = min(start_by, deadlines.get("start", start_by))
+    trigger = events[0] if events else {}
+    waiters = tuple(
+        Waiter(
+            event_name=f"cancel:{c.option.event}",
+            run_id=run_id,
+            function_id=fn.id,
+            step_key=f"cancel_on:{index}",
+            registered_at=now,
+            match_path=c.option.match,
+            match_key=match_key(lookup_path(trigger, c.option.match)) if c.option.match else None,
+            condition=c.option.if_exp,
+            expires_at=None if c.timeout is None else now + to_ms(c.timeout),
+        )
+        for index, c in enumerate(fn.cancel_on)
+    )
     return NewRun(
         id=run_id,
         function_id=fn.id,
@@ -71,7 +96,9 @@ def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str
         created_at=now,
         events=events,
         parent=parent,
-        start_by=now + int(float(steps.settings.start_watchdog) * 1000),
+        start_by=start_by,
+        waiters=waiters,
+        deadlines=deadlines,
     )
 
 
@@ -96,6 +123,8 @@ def _apply_cancel_on(steps: CelerySteps, event: dict[str, Any], received_at: int
     store = steps.store
     for waiter in store.find_waiters(f"cancel:{event['name']}", event):
         if received_at < waiter.registered_at:
+            continue
+        if waiter.expires_at is not None and received_at > waiter.expires_at:
             continue
         run = store.load_run(waiter.run_id)
         if run is None or run.ended or not run.events:

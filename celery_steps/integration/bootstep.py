@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import bootsteps
+import click
+from celery import Celery, bootsteps
 
 from celery_steps.integration.poller import TimerPoller
 
@@ -15,15 +16,16 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     requires = ("celery.worker.components:Pool",)
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
+    def __init__(self, parent: Any, without_steps_timers: bool = False, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
+        self.disabled = without_steps_timers
         self.poller: TimerPoller | None = None
 
     def start(self, parent: Any) -> None:
         from celery_steps.extension import CelerySteps
 
         steps = CelerySteps.from_app(parent.app)
-        if not steps.settings.timer_poller:
+        if self.disabled or not steps.settings.timer_poller:
             return
         self.poller = TimerPoller(steps)
         self.poller.start()
@@ -35,3 +37,15 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
+
+
+def add_worker_option(app: Celery) -> None:
+    """``celery worker --without-steps-timers``: run no timer poller on this node."""
+    app.user_options["worker"].add(
+        click.Option(
+            ["--without-steps-timers"],
+            is_flag=True,
+            default=False,
+            help="Do not run the celery-steps timer poller on this worker.",
+        )
+    )

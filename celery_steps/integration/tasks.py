@@ -54,9 +54,10 @@ def install(steps: CelerySteps) -> None:
         steps.resolve_task_step(run_id, function_id, step_key, {"status": "failed",
                                                                  "error": error})
 
-    from celery_steps.integration.bootstep import TimerPollerStep
+    from celery_steps.integration.bootstep import TimerPollerStep, add_worker_option
 
     app.steps["worker"].add(TimerPollerStep)
+    add_worker_option(app)
 
 
 def register_function(steps: CelerySteps, fn: Function) -> None:

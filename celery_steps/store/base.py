@@ -46,6 +46,7 @@ class RunRecord:
     parent: dict[str, Any] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deadlines: dict[str, int] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
@@ -67,6 +68,7 @@ class Waiter:
     match_path: str | None = None
     match_key: str | None = None
     condition: str | None = None
+    expires_at: int | None = None
 
     @property
     def member(self) -> str:
@@ -84,6 +86,8 @@ class NewRun:
     # A watchdog wake-up: if the start message is lost the poller starts the run then.
     start_by: int | None = None
     waiters: tuple[Waiter, ...] = ()
+    # Absolute times (ms) from Timeouts: "start" (must have started by), "finish".
+    deadlines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

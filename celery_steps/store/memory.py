@@ -83,6 +83,7 @@ class MemoryStore(StateStore):
                 event_ids=list(run.event_ids),
                 parent=copy.deepcopy(run.parent),
                 events=copy.deepcopy(run.events),
+                deadlines=dict(run.deadlines),
             )
             entry = self._runs[run.id] = _Run(record)
             for waiter in run.waiters:

@@ -13,6 +13,7 @@ key                                             type    content
 ``<ns>:run:{<run_id>}``                         hash    run metadata: id, function_id, status,
                                                         created_at, ended_at, event_ids, events,
                                                         output, error, attempt, parent, wake,
+                                                        deadlines (Timeouts, absolute ms),
                                                         waiters (index entries to drop on end)
 ``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
 ``<ns>:run:{<run_id>}:lease``                   string  lease token (SET NX PX), the fence
@@ -179,7 +180,8 @@ class RedisStore(StateStore):
             args=[run.id, run.function_id, run.created_at, _dumps(run.event_ids),
                   _dumps(run.events), _dumps(run.parent) if run.parent else "",
                   run.start_by if run.start_by is not None else "",
-                  self._waiters_arg(run.waiters), self._member(run.function_id, run.id)]))
+                  self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
+                  _dumps(run.deadlines) if run.deadlines else ""]))
 
     def load_run(self, run_id: str) -> RunRecord | None:
         meta_key, steps_key, _ = self._run_keys(run_id)
@@ -203,6 +205,7 @@ class RedisStore(StateStore):
             error=json.loads(m["error"]) if "error" in m else None,
             attempt=int(m.get("attempt", 0)),
             parent=json.loads(m["parent"]) if "parent" in m else None,
+            deadlines=json.loads(m["deadlines"]) if "deadlines" in m else {},
             events=json.loads(m.get("events", "[]")),
             steps={_s(k): json.loads(v) for k, v in steps.items()},
         )
