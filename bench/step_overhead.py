@@ -262,18 +262,28 @@ class RoundTrips:
     worker, the steps store and kombu alike; a MULTI..EXEC pipeline or an EVALSHA is one."""
 
     count = 0
+    _original: Any = None
 
     @classmethod
     def install(cls) -> None:
+        """Only while counting: the wrapper costs a little on every command."""
         from redis.connection import AbstractConnection
 
-        original = AbstractConnection.send_packed_command
+        original = cls._original = AbstractConnection.send_packed_command
 
         def counted(self: Any, command: Any, check_health: bool = True) -> None:
             cls.count += 1
             return original(self, command, check_health)
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+    @classmethod
+    def uninstall(cls) -> None:
+        from redis.connection import AbstractConnection
+
+        if cls._original is not None:
+            AbstractConnection.send_packed_command = cls._original  # type: ignore[method-assign]
+            cls._original = None
 
 
 def commandstats(client: redis.Redis) -> dict[str, int]:
@@ -401,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
     cmd_reps = 1 if args.quick else 3
 
     logging.basicConfig(level=logging.WARNING)
-    RoundTrips.install()
     server = RedisServer(args.redis_server).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -458,10 +467,12 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
 
         floor_after = measure_floor(client, floor_calls // 4)
 
+        RoundTrips.install()
         cmd_step, rt_step, cmd_step_by = marginal_commands(client, bench.run_steps, cmd_reps)
         cmd_link, rt_link, cmd_link_by = marginal_commands(client, bench.run_chain, cmd_reps)
         cmd_rlink, rt_rlink, cmd_rlink_by = marginal_commands(
             client, lambda n: bench.run_chain(n, stored=True), cmd_reps)
+        RoundTrips.uninstall()
 
     prof = eager.profile(max(10, runs)) if args.profile else None
     load_end = os.getloadavg()

@@ -217,7 +217,8 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def signal(self) -> None:
-        """Wake every poller blocked in :meth:`wait_for_signal` (e.g. after a clock jump)."""
+        """Wake a poller blocked in :meth:`wait_for_signal` (at least one; e.g. after a clock
+        jump). Pollers not woken still wake within their own timeout."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections."""

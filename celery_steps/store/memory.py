@@ -130,7 +130,7 @@ class MemoryStore(StateStore):
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
         with self._lock:
             entry = self._leased(run_id, token)
-            if entry is None:
+            if entry is None or entry.lease_until <= now:
                 return False
             entry.lease_until = now + lease_ms
             self._schedule(self._run_member(entry), now + 2 * lease_ms)

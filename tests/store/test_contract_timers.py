@@ -113,13 +113,16 @@ def test_concurrent_claims_get_disjoint_sets_covering_every_due_timer(store) -> 
     def claimer(slot: int) -> None:
         try:
             barrier.wait(5)
-            while got := store.claim_due(now=NOW, limit=7, redo_ms=REDO):
+            for _ in range(1_000):  # bounded: a broken store must not hang the suite
+                got = store.claim_due(now=NOW, limit=7, redo_ms=REDO)
+                if not got:
+                    break
                 results[slot].extend(m for m, _ in got)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     # when two pollers claim them at the same time
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=claimer, args=(i,), daemon=True) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
