@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.step_overhead            # full run (a few minutes)
-    .venv/bin/python -m bench.step_overhead --quick    # short run (~30 s)
+    .venv/bin/python -m bench.step_overhead            # full run (~30 s)
+    .venv/bin/python -m bench.step_overhead --quick    # short run (~10 s)
     .venv/bin/python -m bench.step_overhead --profile  # also cProfile 50-step runs in-process
 
 It starts its own throwaway ``redis-server`` (free TCP port, ``--save '' --appendonly no``,
@@ -80,10 +80,25 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--maxmemory-policy",
+                "noeviction",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         atexit.register(self.stop)
         client = redis.Redis(port=self.port)
@@ -94,7 +109,7 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.02)
         client.close()
         return self
@@ -129,8 +144,12 @@ def noop_step(i: int) -> dict[str, Any]:
 
 
 def make_app(url: str, *, eager: bool = False, namespace: str = "bench") -> Celery:
-    app = Celery("bench", broker=url if not eager else "memory://",
-                 backend=url if not eager else "cache+memory://", set_as_current=False)
+    app = Celery(
+        "bench",
+        broker=url if not eager else "memory://",
+        backend=url if not eager else "cache+memory://",
+        set_as_current=False,
+    )
     app.conf.update(
         steps_store_url=url,
         steps_namespace=namespace,
@@ -191,8 +210,14 @@ def connect_done_signal(app: Celery, client: redis.Redis, steps_task: str) -> No
     message acked or about to be), push a marker the bench BLPOPs on: precise end time
     without a polling loop competing with the worker thread for the GIL."""
 
-    def on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None,
-                   args: Any = None, retval: Any = None, **_: Any) -> None:
+    def on_postrun(
+        sender: Any = None,
+        task_id: str | None = None,
+        task: Any = None,
+        args: Any = None,
+        retval: Any = None,
+        **_: Any,
+    ) -> None:
         if getattr(task, "app", None) is not app:
             return
         name = getattr(task, "name", "")
@@ -230,8 +255,11 @@ class Bench:
         return time.perf_counter() - t0
 
     def run_chain(self, n: int, stored: bool = False) -> float:
-        noop, last = (self.tasks["noop_r"], self.tasks["last_r"]) if stored else (
-            self.tasks["noop"], self.tasks["last"])
+        noop, last = (
+            (self.tasks["noop_r"], self.tasks["last_r"])
+            if stored
+            else (self.tasks["noop"], self.tasks["last"])
+        )
         t0 = time.perf_counter()
         res = chain(*[noop.s() for _ in range(n - 1)], last.s()).apply_async()
         if self.client.blpop([DONE_PREFIX + res.id], timeout=120) is None:
@@ -305,14 +333,16 @@ def count_commands(client: redis.Redis, work: Callable[[], Any]) -> dict[str, in
     time.sleep(0.05)  # let late acks land
     trips = RoundTrips.count - trips
     after = commandstats(client)
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after
-            if after.get(k, 0) - before.get(k, 0)}
+    diff = {
+        k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)
+    }
     diff[ROUND_TRIPS] = trips
     return diff
 
 
-def marginal_commands(client: redis.Redis, work: Callable[[int], Any],
-                      reps: int) -> tuple[float, float, dict[str, float]]:
+def marginal_commands(
+    client: redis.Redis, work: Callable[[int], Any], reps: int
+) -> tuple[float, float, dict[str, float]]:
     """Per extra step/link: (commands Redis executed, client round trips, by command)."""
     shorts = [count_commands(client, lambda: work(SHORT)) for _ in range(reps)]
     longs = [count_commands(client, lambda: work(LONG)) for _ in range(reps)]
@@ -333,8 +363,11 @@ def timed(fn: Callable[[int], float], n: int, runs: int) -> list[float]:
 
 def marginal(t_short: list[float], t_long: list[float], q: float = 50) -> float:
     """(t_long - t_short) / (LONG - SHORT) at percentile q of each (median by default)."""
-    return (pct(t_long, q) - pct(t_short, q)) / (LONG - SHORT) if q != 50 else (
-        (statistics.median(t_long) - statistics.median(t_short)) / (LONG - SHORT))
+    return (
+        (pct(t_long, q) - pct(t_short, q)) / (LONG - SHORT)
+        if q != 50
+        else ((statistics.median(t_long) - statistics.median(t_short)) / (LONG - SHORT))
+    )
 
 
 # -- in-process engine cost and profile ------------------------------------------------------
@@ -366,8 +399,10 @@ class EagerBench:
 
 def print_profile(prof: cProfile.Profile, runs: int, top: int) -> None:
     total_steps = runs * LONG
-    print(f"\n## cProfile: {runs} in-process runs x {LONG} steps "
-          f"(per-step = cumulative time / {total_steps} steps; includes per-run overhead)\n")
+    print(
+        f"\n## cProfile: {runs} in-process runs x {LONG} steps "
+        f"(per-step = cumulative time / {total_steps} steps; includes per-run overhead)\n"
+    )
     for sort in ("cumulative", "tottime"):
         buf = io.StringIO()
         stats = pstats.Stats(prof, stream=buf)
@@ -375,14 +410,16 @@ def print_profile(prof: cProfile.Profile, runs: int, top: int) -> None:
         print(f"### top {top} by {sort}, µs per step")
         print(f"{'ncalls/step':>11} {'tottime':>9} {'cumtime':>9}  function")
         entries = []
-        for func, (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for func, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
             entries.append((func, nc, tt, ct))
         key = (lambda e: e[3]) if sort == "cumulative" else (lambda e: e[2])
         for func, nc, tt, ct in sorted(entries, key=key, reverse=True)[:top]:
             filename, line, name = func
             where = f"{_short_path(filename)}:{line}({name})" if line else name
-            print(f"{nc / total_steps:11.2f} {tt / total_steps * 1e6:9.1f} "
-                  f"{ct / total_steps * 1e6:9.1f}  {where}")
+            print(
+                f"{nc / total_steps:11.2f} {tt / total_steps * 1e6:9.1f} "
+                f"{ct / total_steps * 1e6:9.1f}  {where}"
+            )
         print()
 
 
@@ -390,19 +427,23 @@ def _short_path(filename: str) -> str:
     for marker in ("site-packages/", "/celery_steps/", "/bench/", "lib/python"):
         if marker in filename:
             idx = filename.index(marker)
-            return filename[idx + (len(marker) if marker == "site-packages/" else 1):]
+            return filename[idx + (len(marker) if marker == "site-packages/" else 1) :]
     return os.path.basename(filename)
 
 
 # -- main ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.step_overhead",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (~30 s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.step_overhead", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run (~10 s)")
     parser.add_argument("--runs", type=int, help="timed runs per workload (default 30; 6 quick)")
     parser.add_argument("--floor-calls", type=int, help="EVALSHA samples (default 20000)")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile 50-step runs in-process and print the top costs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile 50-step runs in-process and print the top costs",
+    )
     parser.add_argument("--top", type=int, default=30, help="profile rows to print")
     parser.add_argument("--redis-server", help="redis-server binary (default: from PATH)")
     args = parser.parse_args(argv)
@@ -419,15 +460,18 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
 
-def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
-         args: argparse.Namespace) -> int:
+def _run(
+    server: RedisServer, runs: int, floor_calls: int, cmd_reps: int, args: argparse.Namespace
+) -> int:
     url = server.url
     load_start = os.getloadavg()
     client = redis.Redis.from_url(url)
     info = client.info("server")
-    print(f"# celery-steps step overhead  ({time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{os.cpu_count()} cpu, Python {sys.version.split()[0]}, "
-          f"redis {info['redis_version']} on {url}, runs={runs}, floor calls={floor_calls})")
+    print(
+        f"# celery-steps step overhead  ({time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{os.cpu_count()} cpu, Python {sys.version.split()[0]}, "
+        f"redis {info['redis_version']} on {url}, runs={runs}, floor calls={floor_calls})"
+    )
 
     app = make_app(url)
     steps, fn = install_steps(app)
@@ -436,8 +480,9 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     eager = EagerBench(url)
     bench = Bench(steps, fn, tasks, client)
 
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING",
-                      shutdown_timeout=30):
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+    ):
         # warm up every path (imports, script loading, connections)
         for _ in range(3):
             bench.run_steps(SHORT), bench.run_steps(LONG)
@@ -450,8 +495,9 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
         floor = []
 
         # interleaved, so drift hits every workload alike
-        t: dict[str, list[float]] = {k: [] for k in
-                                     ("s10", "s50", "c10", "c50", "r10", "r50", "e10", "e50", "f10", "f50")}
+        t: dict[str, list[float]] = {
+            k: [] for k in ("s10", "s50", "c10", "c50", "r10", "r50", "e10", "e50", "f10", "f50")
+        }
         for _ in range(runs):
             floor.extend(measure_floor(client, max(1, floor_calls // runs)))
             t["f10"].append(bench.run_floor_task(SHORT))
@@ -471,7 +517,8 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
         cmd_step, rt_step, cmd_step_by = marginal_commands(client, bench.run_steps, cmd_reps)
         cmd_link, rt_link, cmd_link_by = marginal_commands(client, bench.run_chain, cmd_reps)
         cmd_rlink, rt_rlink, cmd_rlink_by = marginal_commands(
-            client, lambda n: bench.run_chain(n, stored=True), cmd_reps)
+            client, lambda n: bench.run_chain(n, stored=True), cmd_reps
+        )
         RoundTrips.uninstall()
 
     prof = eager.profile(max(10, runs)) if args.profile else None
@@ -483,15 +530,20 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     f_med, f_p99 = statistics.median(floor), pct(floor, 99)
 
     print("\n## wall time per run (ms): median [p10-p90] over", runs, "runs\n")
-    print(f"| workload | {SHORT} | {LONG} | marginal per step/link (µs), medians "
-          "| same, from p10s |")
+    print(
+        f"| workload | {SHORT} | {LONG} | marginal per step/link (µs), medians | same, from p10s |"
+    )
     print("|---|---:|---:|---:|---:|")
 
     def row(label: str, a: list[float], b: list[float]) -> None:
-        fmt = lambda v: (f"{statistics.median(v) * 1e3:.2f} "  # noqa: E731
-                         f"[{pct(v, 10) * 1e3:.2f}-{pct(v, 90) * 1e3:.2f}]")
-        print(f"| {label} | {fmt(a)} | {fmt(b)} | {us(marginal(a, b))} "
-              f"| {us(marginal(a, b, 10))} |")
+        def fmt(v: list[float]) -> str:
+            return (
+                f"{statistics.median(v) * 1e3:.2f} [{pct(v, 10) * 1e3:.2f}-{pct(v, 90) * 1e3:.2f}]"
+            )
+
+        print(
+            f"| {label} | {fmt(a)} | {fmt(b)} | {us(marginal(a, b))} | {us(marginal(a, b, 10))} |"
+        )
 
     row("celery-steps function, worker", t["s10"], t["s50"])
     row("Celery chain, ignore_result", t["c10"], t["c50"])
@@ -505,10 +557,14 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     print(f"| floor: EVALSHA `return 1`, median | {f_med * 1e6:.0f} µs |")
     print(f"| floor: EVALSHA `return 1`, p99 | {f_p99 * 1e6:.0f} µs |")
     print(f"| floor: EVALSHA `return 1`, p10 | {pct(floor, 10) * 1e6:.0f} µs |")
-    print(f"| floor in the worker thread (task doing n EVALSHAs), marginal | "
-          f"{us(marginal(t['f10'], t['f50']))} µs |")
-    print(f"| floor re-measured after the runs, median | "
-          f"{statistics.median(floor_after) * 1e6:.0f} µs |")
+    print(
+        f"| floor in the worker thread (task doing n EVALSHAs), marginal | "
+        f"{us(marginal(t['f10'], t['f50']))} µs |"
+    )
+    print(
+        f"| floor re-measured after the runs, median | "
+        f"{statistics.median(floor_after) * 1e6:.0f} µs |"
+    )
     print(f"| per-step cost (worker) | {us(step)} µs |")
     print(f"| per-step cost (in-process, no broker) | {us(marginal(t['e10'], t['e50']))} µs |")
     print(f"| per-link cost (chain, ignore_result) | {us(link)} µs |")
@@ -518,8 +574,10 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     print(f"| ratio link (results stored) / step | {rlink / step:.1f}x |")
     fw = marginal(t["f10"], t["f50"])
     print(f"| ratio step / floor-in-worker | {step / fw:.1f}x |")
-    print(f"| ratio step / floor, from p10s (least disturbed) | "
-          f"{marginal(t['s10'], t['s50'], 10) / pct(floor, 10):.1f}x |")
+    print(
+        f"| ratio step / floor, from p10s (least disturbed) | "
+        f"{marginal(t['s10'], t['s50'], 10) / pct(floor, 10):.1f}x |"
+    )
     print(f"| Redis commands per step (executed, incl. inside Lua) | {cmd_step:.2f} |")
     print(f"| Redis commands per link (ignore_result) | {cmd_link:.2f} |")
     print(f"| Redis commands per link (results stored) | {cmd_rlink:.2f} |")
@@ -531,9 +589,11 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
         parts = ", ".join(f"{k} {v:g}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
         print(f"- {label}: {parts or 'none'}")
 
-    print("\nRedis commands per extra step/link, by command (INFO commandstats, "
-          f"({LONG}-run minus {SHORT}-run) / {LONG - SHORT}; commands a Lua script or a "
-          "MULTI block runs are counted one by one):")
+    print(
+        "\nRedis commands per extra step/link, by command (INFO commandstats, "
+        f"({LONG}-run minus {SHORT}-run) / {LONG - SHORT}; commands a Lua script or a "
+        "MULTI block runs are counted one by one):"
+    )
     breakdown("step", cmd_step_by)
     breakdown("chain link, ignore_result", cmd_link_by)
     breakdown("chain link, results stored", cmd_rlink_by)
@@ -541,13 +601,19 @@ def _run(server: RedisServer, runs: int, floor_calls: int, cmd_reps: int,
     print("\n## targets (informational)\n")
     ok1 = step <= STEP_TARGET * f_med
     ok2 = link >= LINK_TARGET * step
-    print(f"{'PASS' if ok1 else 'MISS'}  step/floor = {step / f_med:.1f}x "
-          f"(target <= {STEP_TARGET:g}x): step {us(step)} µs vs floor {f_med * 1e6:.0f} µs")
-    print(f"{'PASS' if ok2 else 'MISS'}  link/step = {link / step:.1f}x "
-          f"(target >= {LINK_TARGET:g}x): link {us(link)} µs vs step {us(step)} µs")
+    print(
+        f"{'PASS' if ok1 else 'MISS'}  step/floor = {step / f_med:.1f}x "
+        f"(target <= {STEP_TARGET:g}x): step {us(step)} µs vs floor {f_med * 1e6:.0f} µs"
+    )
+    print(
+        f"{'PASS' if ok2 else 'MISS'}  link/step = {link / step:.1f}x "
+        f"(target >= {LINK_TARGET:g}x): link {us(link)} µs vs step {us(step)} µs"
+    )
 
-    print(f"\nload average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} "
-          f"(on {os.cpu_count()} cpu: above ~0.5 other processes are competing)")
+    print(
+        f"\nload average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} "
+        f"(on {os.cpu_count()} cpu: above ~0.5 other processes are competing)"
+    )
     if prof is not None:
         print_profile(prof, max(10, runs), args.top)
     client.close()

@@ -14,7 +14,7 @@ from celery import Celery
 
 from celery_steps.clock import Clock
 from celery_steps.engine.executor import Executor, RunScope
-from celery_steps.engine.steps import StepTools, derived_id
+from celery_steps.engine.steps import StepTools, child_run_id, derived_id
 from celery_steps.errors import ConfigurationError, InvalidEventError, RunNotFound
 from celery_steps.events import (
     FUNCTION_FAILED,
@@ -343,7 +343,7 @@ class CelerySteps:
 
     def start_child(self, parent: RunRecord, function: Any, data: Any, step_key: str) -> str:
         fn = self.function_for(function)
-        child_id = "run_" + derived_id(parent.id, step_key, "invoke")
+        child_id = child_run_id(parent.id, step_key)
         link = {"run_id": parent.id, "function_id": parent.function_id, "step_key": step_key}
         self.start_run(fn, data=data, parent=link, run_id=child_id)
         return child_id

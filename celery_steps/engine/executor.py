@@ -44,6 +44,7 @@ class Services(Protocol):
     def run_parallel(self, scope: RunScope, tools: StepTools,
                      callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]: ...
     def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None: ...
+    def enqueue(self, function_id: str, run_id: str) -> None: ...
     def cancel(self, run_id: str, *, reason: str = ...) -> None: ...
 
 
@@ -90,6 +91,18 @@ class RunScope:
             return {"status": "failed", "error": child.error or {
                 "name": "Cancelled", "message": f"invoked run {child_id} was {child.status}"}}
         return None
+
+    def save_branch(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """A parallel branch has no lease: write first-writer-wins and wake the parent."""
+        store = self.store
+        if not store.resolve_step(self.run.id, key, state, now=self.clock.now_ms()):
+            fresh = store.load_run(self.run.id)
+            if fresh is None or key not in fresh.steps:
+                raise Stop("run gone")
+            state = fresh.steps[key]
+        self.run.steps[key] = state
+        self.services.enqueue(self.function.id, self.run.id)
+        return state
 
     def send_task(self, task: Any, args: Any, kwargs: Any, step_key: str) -> str:
         return self.services.send_task_step(self.run, task, args, kwargs, step_key)
@@ -211,6 +224,9 @@ class Executor:
             output, encoded = round_trip(value, what=f"the output of function {function.id!r}")
         except Suspend as interrupt:
             if branch is not None:
+                suspension = interrupt.suspension
+                if suspension.step_key == branch and suspension.step_state is not None:
+                    scope.save_branch(branch, suspension.step_state)  # a retry: parent decides
                 return "branch-suspended"
             suspension = interrupt.suspension
             finish = run.deadlines.get("finish")

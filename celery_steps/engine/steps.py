@@ -109,6 +109,20 @@ class StepTools:
         self._order.append(key)
         return key, pos, None
 
+    def checkpoint(self) -> tuple[int, dict[str, int]]:
+        """Where the handler is in its steps (``parallel`` rewinds to run one branch)."""
+        return self._pos, dict(self._counters)
+
+    def restore(self, point: tuple[int, dict[str, int]]) -> None:
+        self._pos, self._counters = point[0], dict(point[1])
+
+    def position_of(self, key: str) -> int:
+        return self._order.index(key)
+
+    def save_state(self, key: str, state: dict[str, Any]) -> None:
+        """Store a non-final state under the lease (``parallel`` records its branches)."""
+        self._remember(key, state)
+
     def _fatal(self, message: str) -> NonDeterminismError:
         """A NonDeterminismError the run fails with even if user code catches it."""
         exc = NonDeterminismError(message)
@@ -117,6 +131,8 @@ class StepTools:
 
     def _remember(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """Checkpoint a state under the lease; returns the state that won."""
+        if self._scope.branch is not None:
+            return self._scope.save_branch(key, state)
         status, existing = self._scope.store.save_step(
             self._scope.run.id, self._scope.token, key, state
         )
@@ -322,10 +338,12 @@ class StepTools:
         if state is None:
             delta = (None if timeout is None else
                      _checked(lambda: parse_duration(timeout, what=f"invoke {key!r} timeout")))
-            child = self._scope.start_child(function, data, key)
             state = {"op": "invoke", "pos": pos, "status": "waiting", "started_at": now,
-                     "child": child, "attempts": 1,
+                     "child": child_run_id(self._scope.run.id, key), "attempts": 1,
                      "wake_at": None if delta is None else now + to_ms(delta)}
+            # recorded before the child starts: a fast child finds the step to resolve
+            self._remember(key, state)
+            self._scope.start_child(function, data, key)
             raise self._suspend("waiting", state["wake_at"], key, state)
         child_state = self._scope.child_outcome(state["child"])
         if child_state is None and state.get("wake_at") is not None and state["wake_at"] <= now:
@@ -349,9 +367,11 @@ class StepTools:
             raise Planned(key)
         now = self._now()
         if state is None:
-            task_id = self._scope.send_task(task, args, kwargs, key)
             state = {"op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
-                     "task_id": task_id, "attempts": 1, "wake_at": None}
+                     "task_id": task_run_id(self._scope.run.id, key), "attempts": 1,
+                     "wake_at": None}
+            self._remember(key, state)
+            self._scope.send_task(task, args, kwargs, key)
         raise self._suspend("waiting", state.get("wake_at"), key, state)
 
 
@@ -361,6 +381,16 @@ def _checked(build: Callable[[], T]) -> T:
         return build()
     except ConfigurationError as exc:
         raise NonRetriableError(str(exc)) from None
+
+
+def child_run_id(parent_run_id: str, step_key: str) -> str:
+    """The run id of the child an ``invoke`` step starts (stable across replays)."""
+    return "run_" + derived_id(parent_run_id, step_key, "invoke")
+
+
+def task_run_id(run_id: str, step_key: str) -> str:
+    """The Celery task id a ``run_task`` step sends (stable across replays)."""
+    return "task_" + derived_id(run_id, step_key)
 
 
 def derived_id(*parts: str) -> str:

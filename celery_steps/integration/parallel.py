@@ -1,11 +1,19 @@
-"""``ctx.step.parallel``: branches run as separate tasks; the parent resumes when all end."""
+"""``ctx.step.parallel``: branches run as separate Celery tasks on any worker.
+
+The parent plans each branch (calls it with ``step.run`` answering "plan" instead of running),
+records the branch steps at their positions, sends one ``celery_steps.branch`` task per branch
+and suspends. A branch task replays the handler up to ``parallel``, runs only its own step and
+writes it first-writer-wins without the parent's lease, then wakes the parent. The parent
+resumes when every branch step is final (no chord: the stored step states are the counter);
+a branch whose task was lost is sent again after ``steps_lease_ttl`` x 4.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from celery_steps.engine.interrupts import Planned, Suspend
+from celery_steps.engine.interrupts import BranchDone, Planned, Suspend
 from celery_steps.errors import NonRetriableError
 from celery_steps.store.base import FINAL, Suspension
 
@@ -17,40 +25,60 @@ if TYPE_CHECKING:
 
 def run_parallel(steps: CelerySteps, scope: RunScope, tools: StepTools,
                  callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]:
-    """Plan each branch's step key, dispatch the missing ones, or return all results."""
+    """Return every branch's result, or dispatch the unfinished branches and suspend."""
     if not all(callable(c) for c in callables):
         raise NonRetriableError("ctx.step.parallel takes a tuple of zero-argument callables")
-    keys: list[str] = []
     results: list[Any] = []
-    pending: list[str] = []
+    pending: dict[str, tuple[int, Callable[[], Any], Any]] = {}
     planning, scope.planning = scope.planning, True
     try:
         for branch in callables:
+            before = tools.checkpoint()
             try:
                 results.append(branch())
-                keys.append("")  # already final: returned its stored result
             except Planned as planned:
-                keys.append(planned.step_id)
                 results.append(None)
-                pending.append(planned.step_id)
+                pending[planned.step_id] = (len(results) - 1, branch, before)
     finally:
         scope.planning = planning
     if not pending:
         return tuple(results)
     if scope.branch is not None:
-        if scope.branch in pending:
-            callables[keys.index(scope.branch)]()
-        raise Suspend(Suspension("waiting", None))
+        _run_own_branch(scope, tools, pending)
+    _dispatch(steps, scope, tools, pending)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _run_own_branch(scope: RunScope, tools: StepTools,
+                    pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
+    entry = pending.get(scope.branch or "")
+    if entry is not None:
+        _, branch, before = entry
+        tools.restore(before)
+        branch()
+    raise BranchDone(scope.branch or "")
+
+
+def _dispatch(steps: CelerySteps, scope: RunScope, tools: StepTools,
+              pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
+    from celery_steps.integration.tasks import BRANCH_TASK
+
     now = steps.clock.now_ms()
-    fn_id, run_id = scope.function.id, scope.run.id
+    redispatch = int(float(steps.settings.lease_ttl) * 4000)
+    wake_at = now + redispatch
     for key in pending:
         state = scope.run.steps.get(key)
-        if state is None:
-            position = scope.run.steps  # record the branch so positions stay stable
-            position[key] = {"op": "run", "pos": tools._order.index(key), "status": "queued",
-                             "started_at": now, "attempts": 0}
-            scope.store.save_step(run_id, scope.token, key, position[key])
-        if state is None or state.get("status") not in FINAL:
-            due = int(state.get("wake_at", now)) if state else now
-            scope.store.schedule(f"b|{fn_id}|{run_id}|{key}", due)
-    raise Suspend(Suspension("waiting", None))
+        if state is not None and state.get("status") in FINAL:
+            continue
+        retry_at = int(state.get("wake_at", 0)) if state else 0
+        sent_at = int(state.get("dispatched_at", 0)) if state else 0
+        if retry_at > now:
+            wake_at = min(wake_at, retry_at)
+            continue
+        if state is not None and sent_at > retry_at and sent_at + redispatch > now:
+            continue  # sent recently and not failed since: still on its way or running
+        fresh = {"op": "run", "pos": tools.position_of(key), "status": "queued",
+                 "attempts": 0, "started_at": now, **(state or {}), "dispatched_at": now}
+        tools.save_state(key, fresh)
+        steps.app.tasks[BRANCH_TASK].apply_async(args=[scope.function.id, scope.run.id, key])
+    raise Suspend(Suspension("waiting", wake_at))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
-from celery_steps.engine.steps import derived_id
+from celery_steps.engine.steps import task_run_id
 from celery_steps.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def send_task_step(steps: CelerySteps, run: RunRecord, task: Any, args: Any, kwa
         task = steps.app.tasks.get(task) or steps.app.signature(task)
     if not hasattr(task, "apply_async"):
         raise ConfigurationError(f"run_task needs a Celery task, got {type(task).__name__}")
-    task_id = "task_" + derived_id(run.id, step_key)
+    task_id = task_run_id(run.id, step_key)
     link_args = (run.id, run.function_id, step_key)
     done = steps.app.signature(TASK_DONE, args=link_args, immutable=False)
     failed = steps.app.signature(TASK_FAILED, args=link_args)
