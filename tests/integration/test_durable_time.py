@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from celery_steps import CelerySteps, Context
+from celery_steps import Context
 from tests.conftest import RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
