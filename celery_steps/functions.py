@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from celery_steps.context import Context
     from celery_steps.extension import CelerySteps
 
+log = logging.getLogger("celery_steps.functions")
 FUNCTION_ID = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 EVENT_PATTERN = re.compile(r"[^\s*]+(/\*)?|\*")
 TASK_PREFIX = "celery_steps.fn."
@@ -79,6 +81,7 @@ class Function:
     conditions: dict[TriggerEvent, Expression] = field(default_factory=dict)
     crons: tuple[CronSchedule, ...] = ()
     internal: bool = False
+    idempotency: Expression | None = None
     _steps: CelerySteps | None = field(default=None, repr=False)
 
     @property
@@ -179,8 +182,11 @@ def build_function(
         flow=_check_flow(function_id, flow),
         conditions=conditions,
         crons=tuple(crons),
+        idempotency=(None if flow.idempotency is None else
+                     Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")),
         _steps=steps,
     )
+    _warn_unenforced(function_id, flow)
     if on_failure is not None:
         if not callable(on_failure):
             raise ConfigurationError(f"function {function_id!r}: on_failure must be callable")
@@ -199,6 +205,20 @@ def build_function(
             _steps=steps,
         )
     return fn
+
+
+UNENFORCED = ("concurrency", "throttle", "rate_limit", "debounce", "priority", "batch_events",
+              "singleton")
+
+
+def _warn_unenforced(function_id: str, flow: FlowControl) -> None:
+    """Flow-control options are validated now and enforced in a later release: say so."""
+    given = [name for name in UNENFORCED if getattr(flow, name) is not None]
+    if given:
+        log.warning(
+            "function %r: flow control %s is validated but not enforced in this version",
+            function_id, ", ".join(given),
+        )
 
 
 def _compile_cancel(function_id: str, option: CancelOn) -> CompiledCancel:

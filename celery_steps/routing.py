@@ -56,10 +56,19 @@ def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
         if fn.id in seen or not fn.accepts(trigger, event):
             continue
         seen.add(fn.id)
-        run_id = run_id_for(fn.id, event["id"])
+        run_id = run_id_for(fn.id, _dedupe_key(fn, event))
         steps.create_and_enqueue(fn, run_id, [event])
         run_ids.append(run_id)
     return run_ids
+
+
+def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
+    """The event id, or ``idem:<key>`` when the function has an idempotency expression:
+    then one run per key value exists while the run is retained."""
+    if fn.idempotency is None:
+        return str(event["id"])
+    key = fn.idempotency.key(event=event)
+    return str(event["id"]) if key is None else f"idem:{key}"
 
 
 def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str, Any]],

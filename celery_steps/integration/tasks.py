@@ -59,6 +59,15 @@ def install(steps: CelerySteps) -> None:
     app.steps["worker"].add(TimerPollerStep)
     add_worker_option(app)
 
+    @app.on_after_finalize.connect(weak=False)  # type: ignore[untyped-decorator]
+    def keep_beat_entries(sender: Any, **kwargs: Any) -> None:
+        """Re-add cron entries in case configuration replaced ``beat_schedule``."""
+        from celery_steps.integration.crons import add_beat_entries
+
+        for fn in list(steps.registry.by_id.values()):
+            if fn.crons:
+                add_beat_entries(steps, fn)
+
 
 def register_function(steps: CelerySteps, fn: Function) -> None:
     """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost)."""

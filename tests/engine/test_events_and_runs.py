@@ -139,3 +139,15 @@ def test_fn_invoke_starts_a_run_directly(steps: CelerySteps) -> None:
     run_id = direct.invoke({"n": 21})
 
     assert settle(steps, run_id).output == 42
+
+
+def test_an_idempotency_key_allows_one_run_per_key_value(steps: CelerySteps) -> None:
+    @steps.function(id="welcome", trigger="user/signed_up", idempotency="event.data.user_id")
+    def welcome(ctx: Context) -> None:
+        return None
+
+    steps.send("user/signed_up", data={"user_id": 1})
+    steps.send("user/signed_up", data={"user_id": 1})  # a different event id, same user
+    steps.send("user/signed_up", data={"user_id": 2})
+
+    assert len(steps.list_runs(function_id="welcome")) == 2
