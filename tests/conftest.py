@@ -23,6 +23,7 @@ from celery_steps.store.memory import MemoryStore
 from celery_steps.store.redis import RedisStore
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ("celery.contrib.pytest",)
 
 
 class RedisServer:

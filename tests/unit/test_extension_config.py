@@ -1,0 +1,122 @@
+"""Installing CelerySteps and declaring functions: every mistake is a clear ConfigurationError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_steps import (
+    CancelOn,
+    CelerySteps,
+    ConfigurationError,
+    Context,
+    TriggerEvent,
+)
+from celery_steps.settings import resolve_store_url
+
+
+def app_with(**conf: Any) -> Celery:
+    app = Celery("cfg", set_as_current=False)
+    app.conf.update(**conf)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("explicit", "conf", "expected"),
+    [
+        ("redis://arg/0", {"steps_store_url": "redis://setting/0"}, "redis://arg/0"),
+        (None, {"steps_store_url": "memory://", "result_backend": "redis://b/1"}, "memory://"),
+        (None, {"result_backend": "redis://backend/1", "broker_url": "redis://broker/0"},
+         "redis://backend/1"),
+        (None, {"result_backend": "rpc://", "broker_url": "rediss://broker/0"},
+         "rediss://broker/0"),
+        (None, {"broker_url": "redis+socket:///tmp/r.sock"}, "redis+socket:///tmp/r.sock"),
+    ],
+)
+def test_the_store_url_comes_from_argument_setting_backend_then_broker(
+    explicit: str | None, conf: dict[str, Any], expected: str
+) -> None:
+    assert resolve_store_url(explicit, app_with(**conf).conf) == expected
+
+
+def test_no_usable_store_url_names_the_setting_to_set() -> None:
+    app = app_with(broker_url="amqp://guest@localhost//", result_backend="rpc://")
+    steps = CelerySteps(app)
+
+    with pytest.raises(ConfigurationError, match="steps_store_url"):
+        steps.send("t/x")
+
+
+def test_django_style_settings_reach_the_extension() -> None:
+    class Settings:
+        CELERY_STEPS_STORE_URL = "memory://"
+        CELERY_STEPS_EVENT_MAX_BYTES = 1234
+        CELERY_STEPS_NAMESPACE = "shop"
+
+    app = Celery("django-like", set_as_current=False)
+    app.config_from_object(Settings, namespace="CELERY")
+    steps = CelerySteps(app)
+
+    assert steps.settings.event_max_bytes == 1234
+    assert steps.settings.namespace == "shop"
+
+
+def test_from_app_returns_the_installed_extension_and_installing_twice_fails() -> None:
+    app = app_with(steps_store_url="memory://")
+    steps = CelerySteps(app)
+
+    assert CelerySteps.from_app(app) is steps
+    with pytest.raises(ConfigurationError, match="already installed"):
+        CelerySteps(app)
+    with pytest.raises(ConfigurationError, match="no CelerySteps"):
+        CelerySteps.from_app(Celery("bare", set_as_current=False))
+
+
+def test_each_function_is_a_celery_task_named_after_its_id() -> None:
+    app = app_with(steps_store_url="memory://")
+    steps = CelerySteps(app)
+
+    @steps.function(id="shop/import-images.v2", trigger="shop/product.imported", queue="images")
+    def import_images(ctx: Context) -> None:
+        return None
+
+    task = app.tasks["celery_steps.fn.shop/import-images.v2"]
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+    assert task.queue == "images"
+    assert import_images.id == "shop/import-images.v2"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"id": "has space", "trigger": "t/x"}, "function id"),
+        ({"id": "", "trigger": "t/x"}, "function id"),
+        ({"id": "x" * 129, "trigger": "t/x"}, "function id"),
+        ({"id": "ok", "trigger": "bad name"}, "not a valid event name"),
+        ({"id": "ok", "trigger": []}, "no trigger"),
+        ({"id": "ok", "trigger": 42}, "must be an event name"),
+        ({"id": "ok", "trigger": TriggerEvent("t/x", if_exp="event.data.x ==")}, "if_exp"),
+        ({"id": "ok", "trigger": TriggerEvent("t/x", if_exp="(" * 40 + "1" + ")" * 40)},
+         "nest"),
+        ({"id": "ok", "trigger": "t/x", "retries": -1}, "retries"),
+        ({"id": "ok", "trigger": "t/x", "cancel_on": [CancelOn("t/y", match="data.")]},
+         "match"),
+    ],
+)
+def test_bad_declarations_are_rejected_at_decoration_time(
+    kwargs: dict[str, Any], problem: str
+) -> None:
+    steps = CelerySteps(app_with(steps_store_url="memory://"))
+
+    with pytest.raises(ConfigurationError, match=problem):
+        steps.function(**kwargs)(lambda ctx: None)
+
+
+def test_a_duplicate_function_id_is_rejected() -> None:
+    steps = CelerySteps(app_with(steps_store_url="memory://"))
+    steps.function(id="dup", trigger="t/x")(lambda ctx: None)
+
+    with pytest.raises(ConfigurationError, match="declared twice"):
+        steps.function(id="dup", trigger="t/y")(lambda ctx: None)
