@@ -40,7 +40,7 @@ from celery_steps.routing import new_run, route_event, run_id_for
 from celery_steps.runs import Run
 from celery_steps.settings import Settings, resolve_store_url
 from celery_steps.store import open_store
-from celery_steps.store.base import Outcome, RunRecord, StateStore
+from celery_steps.store.base import NewRun, Outcome, RunRecord, StateStore
 from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
@@ -105,6 +105,7 @@ class CelerySteps:
                     shared = self._store is not None and url.startswith("memory://")
                     if not shared:
                         self._store = open_store(url, namespace=self.settings.namespace)
+                        self._store.register_functions(list(self.registry.by_id))
                     self._store_pid = os.getpid()
         assert self._store is not None
         return self._store
@@ -166,6 +167,8 @@ class CelerySteps:
                 if item is not None:
                     self.registry.add(item)
                     register_function(self, item)
+                    if self._store is not None:
+                        self._store.register_functions([item.id])
             return fn
 
         return decorate
@@ -342,11 +345,27 @@ class CelerySteps:
         return self._accept(stable)
 
     def start_child(self, parent: RunRecord, function: Any, data: Any, step_key: str) -> str:
-        fn = self.function_for(function)
         child_id = child_run_id(parent.id, step_key)
         link = {"run_id": parent.id, "function_id": parent.function_id, "step_key": step_key}
-        self.start_run(fn, data=data, parent=link, run_id=child_id)
+        if isinstance(function, str) and function not in self.registry.by_id and (
+            self.store.known_function(function)
+        ):
+            self._start_remote(function, data, link, child_id)  # served by another app
+        else:
+            self.start_run(self.function_for(function), data=data, parent=link, run_id=child_id)
         return child_id
+
+    def _start_remote(self, function_id: str, data: Any, parent: dict[str, Any],
+                      run_id: str) -> None:
+        """Start a run of a function another app on the same store serves (by task name)."""
+        now = self.clock.now_ms()
+        event = Event(name=FUNCTION_INVOKED, data=dict(data or {}), id=f"invoke-{run_id}", ts=now)
+        validate_event(event, max_bytes=int(self.settings.event_max_bytes), allow_internal=True)
+        watchdog = now + int(float(self.settings.start_watchdog) * 1000)
+        self.store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event.id],
+                                     created_at=now, events=[event.model_dump()], parent=parent,
+                                     start_by=watchdog))
+        self.enqueue(function_id, run_id)
 
     def send_task_step(self, run: RunRecord, task: Any, args: Any, kwargs: Any,
                        step_key: str) -> str:

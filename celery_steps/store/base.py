@@ -188,6 +188,14 @@ class StateStore(abc.ABC):
         with ``wake``, set the wake flag and wake the run now. True when this call won.
         """
 
+    # -- functions ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def register_functions(self, function_ids: list[str]) -> None:
+        """Record function ids served by some app on this store (cross-app ``invoke``)."""
+
+    @abc.abstractmethod
+    def known_function(self, function_id: str) -> bool: ...
+
     # -- waiters ------------------------------------------------------------------------
     @abc.abstractmethod
     def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:

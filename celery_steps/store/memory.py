@@ -42,6 +42,7 @@ class MemoryStore(StateStore):
         self._routed: dict[str, list[str]] = {}
         self._runs: dict[str, _Run] = {}
         self._timers: dict[str, int] = {}
+        self._functions: set[str] = set()
         # event name -> bucket ("" or "path=value") -> member -> waiter
         self._waiters: dict[str, dict[str, dict[str, Waiter]]] = {}
 
@@ -219,6 +220,15 @@ class MemoryStore(StateStore):
                 entry.wake = True
                 self._schedule(self._run_member(entry), now)
             return True
+
+    # -- functions ----------------------------------------------------------------------
+    def register_functions(self, function_ids: list[str]) -> None:
+        with self._lock:
+            self._functions.update(function_ids)
+
+    def known_function(self, function_id: str) -> bool:
+        with self._lock:
+            return function_id in self._functions
 
     # -- waiters ------------------------------------------------------------------------
     def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:

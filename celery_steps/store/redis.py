@@ -19,6 +19,7 @@ key                                             type    content
 ``<ns>:run:{<run_id>}:lease``                   string  lease token (SET NX PX), the fence
 ``<ns>:runs``                                   zset    run id scored by created_at
 ``<ns>:runs:fn:<function_id>``                  zset    the same, per function
+``<ns>:functions``                              set     function ids served on this store
 ``<ns>:timers``                                 zset    timer member scored by due time (ms)
 ``<ns>:timers:signal``                          list    one element pokes a blocked poller
 ``<ns>:w:<event_name>``                         hash    waiters without ``match``: member -> JSON
@@ -310,6 +311,14 @@ class RedisStore(StateStore):
             if reply != -1:
                 return bool(reply)
         return False
+
+    # -- functions --------------------------------------------------------------------------
+    def register_functions(self, function_ids: list[str]) -> None:
+        if function_ids:
+            self.r.sadd(f"{self.ns}:functions", *function_ids)
+
+    def known_function(self, function_id: str) -> bool:
+        return bool(self.r.sismember(f"{self.ns}:functions", function_id))
 
     # -- waiters ----------------------------------------------------------------------------
     def find_waiters(self, event_name: str, event: dict[str, Any]) -> list[Waiter]:

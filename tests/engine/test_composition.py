@@ -169,3 +169,37 @@ def test_parallel_rejects_things_that_are_not_callables(steps: CelerySteps, bad:
     run = settle(steps, start(steps, "t/par-bad"))
 
     assert run.status == "failed"
+
+
+def test_invoke_by_id_reaches_a_function_served_by_another_app_on_the_same_store(
+    steps: CelerySteps,
+) -> None:
+    from celery import Celery
+
+    # given a second app sharing the store that serves "pricing"
+    other_app = Celery("other", set_as_current=False)
+    other_app.conf.update(task_always_eager=True)
+    other = CelerySteps(other_app, clock=steps.clock)
+    other._store = steps.store  # the memory store is per process: share it as Redis would
+    other._store_pid = steps._store_pid
+
+    @other.function(id="pricing", trigger="t/never")
+    def pricing(ctx: Context) -> int:
+        return 99
+
+    other.store.register_functions(["pricing"])
+    steps.app.conf.task_routes = {"celery_steps.fn.pricing": {"queue": "pricing"}}
+    sent: list[str] = []
+    steps.app.send_task = lambda name, args=None, **kw: sent.append(name)  # type: ignore[method-assign]
+
+    @steps.function(id="checkout", trigger="t/checkout")
+    def checkout(ctx: Context) -> Any:
+        return ctx.step.invoke("price", function="pricing")
+
+    run_id = start(steps, "t/checkout")
+    child = steps.list_runs(function_id="pricing")
+
+    # then the child run exists for the other app, and its task was sent by name
+    assert sent == ["celery_steps.fn.pricing"]
+    assert [c.parent_run_id for c in child] == [run_id]
+    assert steps.get_run(run_id).status == "waiting"

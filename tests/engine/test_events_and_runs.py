@@ -151,3 +151,29 @@ def test_an_idempotency_key_allows_one_run_per_key_value(steps: CelerySteps) -> 
     steps.send("user/signed_up", data={"user_id": 2})
 
     assert len(steps.list_runs(function_id="welcome")) == 2
+
+
+def test_an_event_whose_routing_message_was_lost_is_routed_by_the_sweep(
+    steps: CelerySteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @steps.function(id="swept", trigger="t/swept")
+    def swept(ctx: Context) -> str:
+        return "routed"
+
+    # given the broker refuses the routing message once the event is stored
+    original = steps.app.tasks["celery_steps.route"].apply_async
+    monkeypatch.setattr(steps.app.tasks["celery_steps.route"], "apply_async",
+                        lambda *a, **k: (_ for _ in ()).throw(ConnectionError("broker down")))
+    [event_id] = steps.send("t/swept")
+    assert steps.runs_for_event(event_id, timeout=0.05) == []
+
+    # when the broker is back and the sweep delay has passed
+    monkeypatch.setattr(steps.app.tasks["celery_steps.route"], "apply_async", original)
+    steps.clock.advance(steps.settings.route_sweep_after)  # type: ignore[attr-defined]
+    from celery_steps.integration.poller import poll_once
+
+    poll_once(steps)
+
+    # then the event is routed once and its run completes
+    [run] = steps.runs_for_event(event_id)
+    assert run.output == "routed"
