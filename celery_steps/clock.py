@@ -35,9 +35,12 @@ class FakeClock(Clock):
 
     def advance(self, delta: float | timedelta) -> None:
         """Move time forward by ``delta`` (seconds or a timedelta) and wake listeners."""
-        seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+        if isinstance(delta, timedelta):
+            ms = delta // timedelta(milliseconds=1)  # exact: no float rounding
+        else:
+            ms = round(float(delta) * 1000)
         with self._lock:
-            self._ms += int(seconds * 1000)
+            self._ms += ms
         for callback in list(self._listeners):
             callback()
 

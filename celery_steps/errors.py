@@ -92,7 +92,8 @@ class StepCancelledError(StepError):
 
 def step_error_for(step_id: str, name: str, message: str) -> StepError:
     """The StepError subclass matching a stored error name."""
-    cls: type[StepError] = StepError
-    if name == "SerializationError":
-        cls = StepSerializationError
-    return cls(step_id, name, message)
+    classes: dict[str, type[StepError]] = {
+        "SerializationError": StepSerializationError,
+        "StepTimeoutError": StepTimeoutError,
+    }
+    return classes.get(name, StepError)(step_id, name, message)

@@ -284,6 +284,13 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def match_key_at(document: Mapping[str, Any], path: str) -> str | None:
+    """The index key of the value at ``path``, or None when the document lacks it
+    (a wait or cancel_on keyed on a missing value can never match)."""
+    value = lookup_path(document, path)
+    return None if value is MISSING else match_key(value)
+
+
 def match_key(value: Any) -> str:
     """Canonical string of a matched value, for indexing waiters (``7`` and ``"7"`` differ).
 

@@ -228,7 +228,11 @@ class CelerySteps:
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
                            parent: dict[str, Any] | None = None) -> None:
         self.store.create_run(new_run(self, fn, run_id, events, parent))
-        self.enqueue(fn.id, run_id)
+        try:
+            self.enqueue(fn.id, run_id)
+        except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later
+            log.warning("could not publish the start of run %s; the watchdog will start it",
+                        run_id, exc_info=True)
 
     def enqueue(self, function_id: str, run_id: str) -> None:
         """Send the task that executes (or resumes) a run, with no ETA."""

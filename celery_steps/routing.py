@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
-from celery_steps.expressions import Expression, lookup_path, match_key
+from celery_steps.expressions import Expression, match_key_at
 from celery_steps.store.base import NewRun, Waiter
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str
             step_key=f"cancel_on:{index}",
             registered_at=now,
             match_path=c.option.match,
-            match_key=match_key(lookup_path(trigger, c.option.match)) if c.option.match else None,
+            match_key=match_key_at(trigger, c.option.match) if c.option.match else None,
             condition=c.option.if_exp,
             expires_at=None if c.timeout is None else now + to_ms(c.timeout),
         )

@@ -70,9 +70,10 @@ def settle(steps: CelerySteps, run_id: str, *, max_jumps: int = 1000,
     clock = steps.clock
     assert isinstance(clock, FakeClock), "settle() needs a CelerySteps with a FakeClock"
     for _ in range(max_jumps):
-        if waits:
-            _deliver_stubs(steps, run_id, waits)
         poll_once(steps)
+        # stubs are delivered the moment a wait is reached, before time jumps to its timeout
+        while waits and _deliver_stubs(steps, run_id, waits):
+            poll_once(steps)
         run = steps.get_run(run_id)
         if run.ended:
             return run
@@ -84,19 +85,28 @@ def settle(steps: CelerySteps, run_id: str, *, max_jumps: int = 1000,
     return steps.get_run(run_id)
 
 
-def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) -> None:
+def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) -> bool:
+    """Resolve every reached wait that has a stub; True when one was delivered."""
     record = steps.store.load_run(run_id)
     if record is None:
-        return
+        return False
+    delivered = False
     for key, state in record.steps.items():
         if state.get("op") == "wait_for_event" and state.get("status") == "waiting":
             if key not in waits:
                 continue
             stub = waits[key]
-            result = None if stub is None else _as_event(stub).model_dump()
+            result = None
+            if stub is not None:
+                event = _as_event(stub)
+                if not event.ts:
+                    event = event.model_copy(update={"ts": steps.clock.now_ms()})
+                result = event.model_dump()
             update = {"status": "completed", "result": result, "ended_at": steps.clock.now_ms()}
             if steps.store.resolve_step(run_id, key, update, now=steps.clock.now_ms()):
                 steps.enqueue(record.function_id, run_id)
+                delivered = True
+    return delivered
 
 
 def _as_event(stub: Any) -> Event:
@@ -114,11 +124,15 @@ def run_function(
 ) -> TestResult:
     """Run ``fn``'s handler to the end in-process; see the module docstring."""
     steps = eager_steps(clock, steps_retry_backoff_base=0.001, **conf)
-    copy = replace(fn, on_failure=None, _steps=steps)
-    steps.registry.add(copy)
     from celery_steps.integration import register_function
 
-    register_function(steps, copy)
+    # every function of fn's app comes along, so ctx.step.invoke of a sibling works
+    siblings = list(fn._steps.registry.by_id.values()) if fn._steps is not None else []
+    copy = replace(fn, on_failure=None, _steps=steps)
+    for item in [copy, *(s for s in siblings if s.id != fn.id and not s.internal)]:
+        clone = item if item is copy else replace(item, on_failure=None, _steps=steps)
+        steps.registry.add(clone)
+        register_function(steps, clone)
     trigger = _as_event(event) if event is not None else Event(
         name=next((t.event for t in copy.event_triggers()), "test/run"), data=dict(data or {}))
     if not trigger.ts:

@@ -21,7 +21,7 @@ from celery_steps.errors import (
     step_error_for,
 )
 from celery_steps.events import Event
-from celery_steps.expressions import Expression, lookup_path, match_key, match_to_expression
+from celery_steps.expressions import Expression, match_key_at, match_to_expression
 from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class StepTools:
         if match is not None:
             _checked(lambda: match_to_expression(match))
             path = match
-            wanted = match_key(lookup_path(self._scope.run.events[0], match))
+            wanted = match_key_at(self._scope.run.events[0], match)
         if if_exp is not None:
             _checked(lambda: Expression(if_exp, variables=("event", "async"), what="if_exp"))
         return Waiter(event, self._scope.run.id, self._scope.function.id, key, now,
@@ -340,11 +340,14 @@ class StepTools:
                      _checked(lambda: parse_duration(timeout, what=f"invoke {key!r} timeout")))
             state = {"op": "invoke", "pos": pos, "status": "waiting", "started_at": now,
                      "child": child_run_id(self._scope.run.id, key), "attempts": 1,
-                     "wake_at": None if delta is None else now + to_ms(delta)}
+                     "wake_at": None if delta is None else now + to_ms(delta), "sent": False}
             # recorded before the child starts: a fast child finds the step to resolve
-            self._remember(key, state)
-            self._scope.start_child(function, data, key)
-            raise self._suspend("waiting", state["wake_at"], key, state)
+            state = self._remember(key, state)
+        if state["status"] not in FINAL and not state.get("sent"):
+            self._scope.start_child(function, data, key)  # same child id on every try
+            state = self._remember(key, {**state, "sent": True})
+        if state["status"] in FINAL:
+            return self._replayed(key, state)
         child_state = self._scope.child_outcome(state["child"])
         if child_state is None and state.get("wake_at") is not None and state["wake_at"] <= now:
             child_state = {"status": "failed", "error": {
@@ -367,11 +370,16 @@ class StepTools:
             raise Planned(key)
         now = self._now()
         if state is None:
-            state = {"op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
-                     "task_id": task_run_id(self._scope.run.id, key), "attempts": 1,
-                     "wake_at": None}
-            self._remember(key, state)
+            state = self._remember(key, {
+                "op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
+                "task_id": task_run_id(self._scope.run.id, key), "attempts": 1,
+                "wake_at": None, "sent": False})
+        if state["status"] not in FINAL and not state.get("sent"):
+            # a publish that failed is sent again on the next attempt (same task id)
             self._scope.send_task(task, args, kwargs, key)
+            state = self._remember(key, {**state, "sent": True})
+        if state["status"] in FINAL:
+            return self._replayed(key, state)
         raise self._suspend("waiting", state.get("wake_at"), key, state)
 
 

@@ -59,3 +59,58 @@ def loyalty_points(ctx: Context) -> dict[str, Any]:
     points = ctx.step.run("compute-points", lambda: order["amount_cents"] // 100)
     balance = ctx.step.run("credit-points", lambda: {"email": order["email"], "points": points})
     return {"order_id": order["order_id"], **balance}
+
+
+# -- Restocking: parallel steps, invoking another function, and sending events -----------------
+
+SUPPLIER_LIST_PRICES = {"acme": 410, "globex": 385, "initech": 440}  # cents per unit
+
+
+def supplier_price(supplier: str, sku: str, qty: int) -> dict[str, Any]:
+    """Pretend to ask a supplier's API for its list price."""
+    return {"supplier": supplier, "sku": sku, "qty": qty,
+            "total_cents": SUPPLIER_LIST_PRICES[supplier] * qty}
+
+
+def firm_quote(supplier: str, sku: str, qty: int, total_cents: int) -> dict[str, Any]:
+    """Pretend to get a binding quote from the supplier."""
+    return {"quote_id": f"q_{supplier}_{sku}_{qty}", "supplier": supplier, "sku": sku,
+            "qty": qty, "total_cents": total_cents}
+
+
+@steps.function(id="quote-supplier", trigger="shop/quote.requested")
+def quote_supplier(ctx: Context) -> dict[str, Any]:
+    """A small function of its own: invoked by restock-warehouse, or started by an event."""
+    data = ctx.event.data
+    return ctx.step.run("firm-quote", firm_quote, data["supplier"], data["sku"],
+                        int(data["qty"]), int(data["total_cents"]))
+
+
+@steps.function(id="restock-warehouse", trigger="shop/stock.low")
+def restock_warehouse(ctx: Context) -> dict[str, Any]:
+    """Price every supplier in parallel, get a firm quote from the cheapest, notify warehouses."""
+    sku, qty = ctx.event.data["sku"], int(ctx.event.data["qty"])
+    prices = ctx.step.parallel(tuple(
+        (lambda supplier=supplier: ctx.step.run(f"price-{supplier}", supplier_price,
+                                                supplier, sku, qty))
+        for supplier in sorted(SUPPLIER_LIST_PRICES)
+    ))
+    best = min(prices, key=lambda price: price["total_cents"])
+    quote = ctx.step.invoke("quote-supplier", function=quote_supplier, data=best, timeout="1h")
+    event_ids = ctx.step.send_event("notify-warehouses", [
+        {"name": "shop/restock.ordered",
+         "data": {"warehouse": warehouse, "sku": sku, "qty": qty, "quote_id": quote["quote_id"]}}
+        for warehouse in ctx.event.data.get("warehouses", ["main"])
+    ])
+    return {"sku": sku, "quote": quote, "notified": event_ids}
+
+
+@steps.function(id="notify-warehouse", trigger="shop/restock.ordered")
+def notify_warehouse(ctx: Context) -> dict[str, Any]:
+    """One run per warehouse: the fan-out of restock-warehouse's send_event."""
+    data = ctx.event.data
+    message = ctx.step.run(
+        "tell-warehouse",
+        lambda: f"{data['warehouse']}: expect {data['qty']} x {data['sku']} ({data['quote_id']})",
+    )
+    return {"warehouse": data["warehouse"], "message": message}

@@ -203,3 +203,29 @@ def test_invoke_by_id_reaches_a_function_served_by_another_app_on_the_same_store
     assert sent == ["celery_steps.fn.pricing"]
     assert [c.parent_run_id for c in child] == [run_id]
     assert steps.get_run(run_id).status == "waiting"
+
+
+def test_an_invoke_whose_child_could_not_start_starts_it_on_the_next_attempt(
+    steps: CelerySteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @steps.function(id="kid", trigger="t/never")
+    def kid(ctx: Context) -> str:
+        return "kid done"
+
+    @steps.function(id="guardian", trigger="t/guardian", retries=2)
+    def guardian(ctx: Context) -> Any:
+        return ctx.step.invoke("call", function=kid)
+
+    # given the first attempt to start the child fails (the broker is down)
+    real = steps.start_child
+    failures = iter([ConnectionError("broker down")])
+
+    def flaky_start(*args: Any) -> str:
+        for exc in failures:
+            raise exc
+        return real(*args)
+
+    monkeypatch.setattr(steps, "start_child", flaky_start)
+    run = settle(steps, start(steps, "t/guardian"))
+
+    assert run.status == "completed" and run.output == "kid done"

@@ -227,3 +227,28 @@ def test_replay_starts_a_new_run_on_the_same_events(steps: CelerySteps) -> None:
     assert again != original
     assert steps.get_run(again).output == {"x": 1}
     assert steps.get_run(again).event_ids == steps.get_run(original).event_ids
+
+
+def test_a_match_path_missing_from_the_trigger_never_matches_and_breaks_nothing(
+    steps: CelerySteps,
+) -> None:
+    declare_waiter(steps)
+
+    @steps.function(id="cart", trigger="cart/created",
+                    cancel_on=[CancelOn("cart/checked_out", match="data.cart_id")])
+    def cart(ctx: Context) -> None:
+        ctx.step.sleep("wait", "1d")
+
+    # given runs whose trigger events lack the matched field
+    waiting = start(steps, "shop/order.created", {"no_order_id": True})
+    sleeping = start(steps, "cart/created", {})
+
+    # when events with and without the field arrive
+    [event_id] = steps.send("cart/checked_out", data={})
+    steps.send("cart/checked_out", data={"cart_id": 1})
+    steps.send("shop/order.approved", data={"by": "ann"})
+
+    # then routing works, and neither run is resumed or cancelled by a missing value
+    assert steps.store.routed_runs(event_id) == []
+    assert steps.get_run(waiting).status == "waiting"
+    assert steps.get_run(sleeping).status == "sleeping"

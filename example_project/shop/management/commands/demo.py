@@ -1,7 +1,9 @@
 """``python example_project/manage.py demo``: run the shop's order flow end to end.
 
 Starts a Celery worker in this process (a thread pool), sends a few ``shop/order.paid``
-events and prints every run they started, with its steps. Exits 1 unless all completed.
+events and one ``shop/stock.low`` event (a restock: parallel steps, an invoked function and
+a fan-out of events), and prints every run they started, with its steps. Exits 1 unless all
+completed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ORDERS = [
     {"order_id": 1003, "email": "linus@example.com", "amount_cents": 9900,
      "items": [{"sku": "keyboard", "qty": 1}]},
 ]
+RESTOCK = {"sku": "mug", "qty": 40, "warehouses": ["paris", "lyon"]}
 
 
 class Command(BaseCommand):
@@ -65,17 +68,42 @@ class Command(BaseCommand):
                     except TimeoutError as exc:
                         self.stdout.write(f"event {event_id}: {exc}")
                         runs.append(steps.get_run(run.id))
+            runs += self._restock(steps, batch, timeout)
         elapsed = time.monotonic() - started_at
         for run in runs:
             self._print_run(run)
         ok = bool(runs) and all(run.status == "completed" for run in runs)
-        expected = len(ORDERS) * 2
+        # two runs per order, then restock-warehouse, the quote-supplier run it invoked and
+        # one notify-warehouse run per warehouse
+        expected = len(ORDERS) * 2 + 2 + len(RESTOCK["warehouses"])
         ok = ok and len(runs) == expected
         self.stdout.write(f"\n{sum(r.status == 'completed' for r in runs)}/{expected} runs "
                           f"completed in {elapsed:.1f}s: {'OK' if ok else 'FAILED'}")
         sys.stdout.flush()
         if not ok:
             sys.exit(1)
+
+    def _restock(self, steps: Any, batch: str, timeout: float) -> list[Run]:
+        """Send shop/stock.low; collect the restock run, its child and the runs it fanned out."""
+        [event_id] = steps.send("shop/stock.low", data=RESTOCK, id=f"stock-low-mug-{batch}")
+        runs: list[Run] = []
+        for run in steps.runs_for_event(event_id, timeout=timeout):
+            try:
+                restock = steps.wait_for_run(run.id, timeout=timeout)
+            except TimeoutError as exc:
+                self.stdout.write(f"event {event_id}: {exc}")
+                return [*runs, steps.get_run(run.id)]
+            runs.append(restock)
+            runs += [child for child in steps.list_runs(function_id="quote-supplier")
+                     if child.parent_run_id == restock.id]
+            for sent_id in (restock.output or {}).get("notified", []):
+                for notified in steps.runs_for_event(sent_id, timeout=timeout):
+                    try:
+                        runs.append(steps.wait_for_run(notified.id, timeout=timeout))
+                    except TimeoutError as exc:
+                        self.stdout.write(f"event {sent_id}: {exc}")
+                        runs.append(steps.get_run(notified.id))
+        return runs
 
     def _print_run(self, run: Run) -> None:
         self.stdout.write(f"\nrun {run.id}  function={run.function_id}  status={run.status}")
