@@ -45,6 +45,7 @@ from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
 EXTENSION_ATTR = "_celery_steps"
+RESUME_SAFETY_MS = 30_000
 
 
 class CelerySteps:
@@ -227,7 +228,8 @@ class CelerySteps:
     # -- runs -----------------------------------------------------------------------------
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
                            parent: dict[str, Any] | None = None) -> None:
-        self.store.create_run(new_run(self, fn, run_id, events, parent))
+        if not self.store.create_run(new_run(self, fn, run_id, events, parent)):
+            return  # routed before: started then, or its start watchdog starts it
         try:
             self.enqueue(fn.id, run_id)
         except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later
@@ -394,7 +396,7 @@ class CelerySteps:
             update["ended_at"] = outcome.ended_at
             parent = run.parent
             if self.store.resolve_step(parent["run_id"], parent["step_key"], update,
-                                       now=self.clock.now_ms()):
+                                       wake_at=self.safety_wake_at()):
                 self.enqueue(parent["function_id"], parent["run_id"])
         if outcome.status == "failed" and not function.internal:
             data = {"function_id": function.id, "run_id": run.id,
@@ -406,6 +408,10 @@ class CelerySteps:
                 self._accept([failed], internal=True)
             except Exception:
                 log.exception("could not send %s for run %s", FUNCTION_FAILED, run.id)
+
+    def safety_wake_at(self) -> int:
+        """When a run resumed by a direct enqueue is woken by its timer if that was lost."""
+        return self.clock.now_ms() + RESUME_SAFETY_MS
 
     # -- crons and task steps ---------------------------------------------------------------
     def start_cron_run(self, fn: Function, event: Event) -> str | None:
@@ -424,5 +430,5 @@ class CelerySteps:
                           update: dict[str, Any]) -> None:
         """A Celery task awaited by ``ctx.step.run_task`` ended: store it and resume the run."""
         update = {**update, "ended_at": self.clock.now_ms()}
-        if self.store.resolve_step(run_id, step_key, update, now=self.clock.now_ms()):
+        if self.store.resolve_step(run_id, step_key, update, wake_at=self.safety_wake_at()):
             self.enqueue(function_id, run_id)

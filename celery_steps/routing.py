@@ -123,7 +123,8 @@ def _resume_waiters(steps: CelerySteps, event: dict[str, Any], received_at: int)
             if not compiled(waiter.condition).matches(event=run.events[0], **{"async": event}):
                 continue
         state = {"status": "completed", "result": event, "ended_at": steps.clock.now_ms()}
-        if store.resolve_step(waiter.run_id, waiter.step_key, state, now=steps.clock.now_ms()):
+        if store.resolve_step(waiter.run_id, waiter.step_key, state,
+                              wake_at=steps.safety_wake_at()):
             steps.enqueue(waiter.function_id, waiter.run_id)
 
 

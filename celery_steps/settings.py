@@ -23,7 +23,7 @@ class Settings:
     event_dedupe_window: float = 24 * 3600.0
     lease_ttl: float = 30.0
     start_watchdog: float = 300.0
-    route_sweep_after: float = 30.0
+    route_sweep_after: float = 120.0
     timer_poller: bool = True
     timer_batch: int = 500
     wait_max_timeout: float = 366 * 24 * 3600.0

@@ -103,7 +103,7 @@ def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) ->
                     event = event.model_copy(update={"ts": steps.clock.now_ms()})
                 result = event.model_dump()
             update = {"status": "completed", "result": result, "ended_at": steps.clock.now_ms()}
-            if steps.store.resolve_step(run_id, key, update, now=steps.clock.now_ms()):
+            if steps.store.resolve_step(run_id, key, update, wake_at=steps.safety_wake_at()):
                 steps.enqueue(record.function_id, run_id)
                 delivered = True
     return delivered

@@ -95,7 +95,8 @@ class RunScope:
     def save_branch(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """A parallel branch has no lease: write first-writer-wins and wake the parent."""
         store = self.store
-        if not store.resolve_step(self.run.id, key, state, now=self.clock.now_ms()):
+        wake_at = self.clock.now_ms() + 30_000  # safety net; the parent is enqueued below
+        if not store.resolve_step(self.run.id, key, state, wake_at=wake_at):
             fresh = store.load_run(self.run.id)
             if fresh is None or key not in fresh.steps:
                 raise Stop("run gone")

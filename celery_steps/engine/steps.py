@@ -279,7 +279,8 @@ class StepTools:
     def _resolve(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """Store a final state for a suspended step, unless an outside writer won the race."""
         scope = self._scope
-        if not scope.store.resolve_step(scope.run.id, key, state, now=self._now(), wake=False):
+        if not scope.store.resolve_step(scope.run.id, key, state, wake_at=self._now(),
+                                        wake=False):
             fresh = scope.store.load_run(scope.run.id)
             if fresh is None or key not in fresh.steps or fresh.steps[key]["status"] not in FINAL:
                 raise Stop("cancelled")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celery_steps.poller")
 MAX_IDLE_WAIT = 1.0
+LOCAL_WAIT = 0.1
 REDO_MS = 30_000
 
 
@@ -90,8 +91,10 @@ class TimerPoller:
                 due = store.next_due()
                 now = self._steps.clock.now_ms()
                 wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, (due - now) / 1000)
-                if wait > 0 and not self._stop.is_set():
-                    store.wait_for_signal(wait)
+                if wait > LOCAL_WAIT and not self._stop.is_set():
+                    store.wait_for_signal(wait - LOCAL_WAIT)
+                elif wait > 0:
+                    self._stop.wait(wait)  # BLPOP timeouts are only as fine as Redis's hz
             except Exception:
                 log.exception("timer poller error; retrying in 1s")
                 self._stop.wait(1.0)

@@ -181,11 +181,12 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def resolve_step(
-        self, run_id: str, step_key: str, state: dict[str, Any], *, now: int, wake: bool = True
+        self, run_id: str, step_key: str, state: dict[str, Any], *, wake_at: int, wake: bool = True
     ) -> bool:
         """From outside the run (an event, a child run, a timeout): merge ``state`` (a final
         status) into the step's state unless it is final already, drop the step's waiters and,
-        with ``wake``, set the wake flag and wake the run now. True when this call won.
+        with ``wake``, set the wake flag and arm the run's timer at ``wake_at`` (a safety net:
+        callers also enqueue the run at once). True when this call won.
         """
 
     # -- functions ----------------------------------------------------------------------

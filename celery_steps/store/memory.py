@@ -204,7 +204,7 @@ class MemoryStore(StateStore):
             return previous
 
     def resolve_step(
-        self, run_id: str, step_key: str, state: dict[str, Any], *, now: int, wake: bool = True
+        self, run_id: str, step_key: str, state: dict[str, Any], *, wake_at: int, wake: bool = True
     ) -> bool:
         with self._lock:
             entry = self._runs.get(run_id)
@@ -218,7 +218,7 @@ class MemoryStore(StateStore):
                 self._drop_waiter(entry, waiter)
             if wake:
                 entry.wake = True
-                self._schedule(self._run_member(entry), now)
+                self._schedule(self._run_member(entry), wake_at)
             return True
 
     # -- functions ----------------------------------------------------------------------

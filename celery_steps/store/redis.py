@@ -296,8 +296,8 @@ class RedisStore(StateStore):
                   self._member(function_id, run_id)])
         return None if reply is None else _s(reply)
 
-    def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *, now: int,
-                     wake: bool = True) -> bool:
+    def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *,
+                     wake_at: int, wake: bool = True) -> bool:
         meta_key, steps_key, _ = self._run_keys(run_id)
         function_id = self._function_of(run_id)
         for _ in range(10):  # compare-and-set; retried only if the state changed meanwhile
@@ -305,7 +305,7 @@ class RedisStore(StateStore):
             current = json.loads(raw) if raw else {}
             reply = self._scripts["resolve_step"](
                 keys=[meta_key, steps_key, self.timers_key, self.signal_key],
-                args=[step_key, _s(raw) if raw else "", _dumps({**current, **state}), now,
+                args=[step_key, _s(raw) if raw else "", _dumps({**current, **state}), wake_at,
                       "1" if wake else "0", self._member(function_id, run_id),
                       f"{run_id}|{step_key}"])
             if reply != -1:

@@ -329,7 +329,7 @@ def test_suspend_keeps_a_final_step_state_resolved_meanwhile(store) -> None:
     # given an event resolved the wait while the run was still executing
     run_id, token = leased(store)
     resolved = {"status": "completed", "result": {"order": 7}}
-    assert store.resolve_step(run_id, "wait", resolved, now=NOW + 1) is True
+    assert store.resolve_step(run_id, "wait", resolved, wake_at=NOW + 1) is True
     # when the holder suspends with its (stale) waiting state for that step
     result = store.suspend(run_id, token, Suspension(
         "waiting", NOW + 60_000, step_key="wait", step_state=wait_step(NOW + 60_000)))

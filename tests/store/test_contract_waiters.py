@@ -116,23 +116,23 @@ def test_find_waiters_uses_each_match_path_separately(store) -> None:
 # -- resolve_step -------------------------------------------------------------------------
 def test_resolve_step_merges_into_the_stored_state(store) -> None:
     run_id, _ = suspended_waiting(store, wake_at=NOW + 60_000)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10) is True
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10) is True
     assert store.load_run(run_id).steps["wait"] == {**wait_step(NOW + 60_000), **RESOLVED}
 
 
 def test_resolve_step_of_a_step_never_stored_stores_the_state(store) -> None:
     run_id, _ = leased(store)
-    assert store.resolve_step(run_id, "child", RESOLVED, now=NOW + 10) is True
+    assert store.resolve_step(run_id, "child", RESOLVED, wake_at=NOW + 10) is True
     assert store.load_run(run_id).steps["child"] == RESOLVED
 
 
 def test_resolve_step_wins_only_once(store) -> None:
     # given an event and a timeout racing to resolve the same wait
     run_id, _ = suspended_waiting(store)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10) is True
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10) is True
     timeout = {"status": "completed", "result": None}
     # then the second loses and the first outcome stays
-    assert store.resolve_step(run_id, "wait", timeout, now=NOW + 11) is False
+    assert store.resolve_step(run_id, "wait", timeout, wake_at=NOW + 11) is False
     assert store.load_run(run_id).steps["wait"]["result"] == RESOLVED["result"]
 
 
@@ -140,14 +140,14 @@ def test_resolve_step_does_not_overwrite_a_failed_step(store) -> None:
     run_id, token = leased(store)
     failed = {"op": "invoke", "pos": 0, "status": "failed", "error": {"name": "E"}}
     store.save_step(run_id, token, "child", failed)
-    assert store.resolve_step(run_id, "child", RESOLVED, now=NOW + 1) is False
+    assert store.resolve_step(run_id, "child", RESOLVED, wake_at=NOW + 1) is False
     assert store.load_run(run_id).steps["child"] == failed
 
 
 def test_resolve_step_drops_the_steps_waiter_from_the_index(store) -> None:
     run_id, w = suspended_waiting(store)
     assert store.find_waiters(EVENT, {}) == [w]
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     assert store.find_waiters(EVENT, {}) == []
 
 
@@ -155,7 +155,7 @@ def test_resolve_step_keeps_the_waiters_of_other_steps(store) -> None:
     run_id, token = leased(store)
     mine, other = waiter(run_id, "wait"), waiter(run_id, "cancel", event_name="shop/cancel")
     store.suspend(run_id, token, Suspension("waiting", None, waiters=(mine, other)))
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     assert store.find_waiters(EVENT, {}) == []
     assert store.find_waiters("shop/cancel", {}) == [other]
 
@@ -164,14 +164,14 @@ def test_resolve_step_wakes_the_run_now(store) -> None:
     # given a run waiting with a one-hour timeout
     run_id, _ = suspended_waiting(store, wake_at=NOW + 3_600_000)
     # when an event resolves the wait, then the run timer is due now
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     assert_due_exactly_at(store, run_member(run_id), NOW + 10)
 
 
 def test_resolve_step_sets_the_wake_flag_of_a_leased_run(store) -> None:
     # given a run still executing when its wait is resolved
     run_id, token = leased(store)
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     # then the holder's suspend replays instead of suspending
     assert store.suspend(run_id, token, Suspension("waiting", NOW + 60_000)) is True
     assert store.load_run(run_id).status == "running"
@@ -180,7 +180,7 @@ def test_resolve_step_sets_the_wake_flag_of_a_leased_run(store) -> None:
 def test_resolve_step_without_wake_neither_flags_nor_schedules(store) -> None:
     # given a leased run whose watchdog is at NOW + 2 * LEASE_MS
     run_id, token = leased(store, now=NOW)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10, wake=False) is True
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10, wake=False) is True
     # then the run timer did not move to now
     assert run_member(run_id) not in claimed(store, NOW + 2 * LEASE_MS - 1)
     # and the holder's suspend really suspends
@@ -190,30 +190,30 @@ def test_resolve_step_without_wake_neither_flags_nor_schedules(store) -> None:
 
 def test_resolve_step_without_wake_leaves_a_waiting_runs_timer_alone(store) -> None:
     run_id, _ = suspended_waiting(store, wake_at=NOW + 60_000)
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10, wake=False)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10, wake=False)
     assert_due_exactly_at(store, run_member(run_id), NOW + 60_000)
 
 
 def test_resolve_step_on_a_finished_run_is_false(store) -> None:
     run_id = finished(store)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 100) is False
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 100) is False
     assert "wait" not in store.load_run(run_id).steps
 
 
 def test_resolve_step_on_a_cancelled_run_is_false(store) -> None:
     run_id, _ = suspended_waiting(store)
     store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 2) is False
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 2) is False
     assert store.load_run(run_id).steps["wait"]["status"] == "waiting"
 
 
 def test_resolve_step_on_an_unknown_run_is_false(store) -> None:
-    assert store.resolve_step(new_id(), "wait", RESOLVED, now=NOW) is False
+    assert store.resolve_step(new_id(), "wait", RESOLVED, wake_at=NOW) is False
 
 
 def test_resolve_step_on_a_queued_run_stores_the_state(store) -> None:
     run_id = create(store)
-    assert store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 1) is True
+    assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 1) is True
     status, record = store.acquire(run_id, "tok-1", now=NOW + 2, lease_ms=LEASE_MS)
     assert (status, record.steps["wait"]) == ("ok", RESOLVED)
 
@@ -221,7 +221,7 @@ def test_resolve_step_on_a_queued_run_stores_the_state(store) -> None:
 def test_a_resolved_run_reacquires_and_finishes(store) -> None:
     # given a resolved wait
     run_id, _ = suspended_waiting(store)
-    store.resolve_step(run_id, "wait", RESOLVED, now=NOW + 10)
+    store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     # when the woken run is acquired it sees the result and can finish
     status, record = store.acquire(run_id, "tok-2", now=NOW + 11, lease_ms=LEASE_MS)
     assert status == "ok" and record.steps["wait"]["status"] == "completed"
