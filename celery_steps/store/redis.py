@@ -11,14 +11,18 @@ key                                             type    content
                                                         after the dedupe window (24 h): SET NX
 ``<ns>:evt:<event_id>:runs``                    string  JSON run ids the event started (routed)
 ``<ns>:run:{<run_id>}``                         hash    run metadata: id, function_id, status,
-                                                        created_at, ended_at, event_ids, events,
+                                                        created_at, ended_at, event_ids,
                                                         output, error, attempt, parent, wake,
                                                         deadlines (Timeouts, absolute ms),
                                                         waiters (index entries to drop on end)
 ``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
+``<ns>:run:{<run_id>}:events``                  string  the triggering events (JSON list); kept
+                                                        out of the metadata hash so that hash
+                                                        stays a compact listpack
 ``<ns>:run:{<run_id>}:lease``                   string  lease token (SET NX PX), the fence
-``<ns>:runs``                                   zset    run id scored by created_at
-``<ns>:runs:fn:<function_id>``                  zset    the same, per function
+``<ns>:runs:fns``                               set     function ids that have runs
+``<ns>:runs:fn:<function_id>``                  zset    run id scored by created_at, per function
+                                                        (listing all runs merges these)
 ``<ns>:functions``                              set     function ids served on this store
 ``<ns>:timers``                                 zset    timer member scored by due time (ms)
 ``<ns>:timers:signal``                          list    one element pokes a blocked poller
@@ -126,6 +130,9 @@ class RedisStore(StateStore):
         base = self.run_key(run_id)
         return base, base + ":steps", base + ":lease"
 
+    def _events_key(self, run_id: str) -> str:
+        return self.run_key(run_id) + ":events"
+
     def _event_key(self, event_id: str) -> str:
         return f"{self.ns}:evt:{event_id}"
 
@@ -176,8 +183,9 @@ class RedisStore(StateStore):
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
         return bool(self._scripts["create_run"](
-            keys=[self.run_key(run.id), f"{self.ns}:runs", f"{self.ns}:runs:fn:{run.function_id}",
-                  self.timers_key, self.signal_key],
+            keys=[self.run_key(run.id), f"{self.ns}:runs:fns",
+                  f"{self.ns}:runs:fn:{run.function_id}", self.timers_key, self.signal_key,
+                  self._events_key(run.id)],
             args=[run.id, run.function_id, run.created_at, _dumps(run.event_ids),
                   _dumps(run.events), _dumps(run.parent) if run.parent else "",
                   run.start_by if run.start_by is not None else "",
@@ -189,11 +197,13 @@ class RedisStore(StateStore):
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hgetall(meta_key)
             pipe.hgetall(steps_key)
-            meta, steps = pipe.execute()
-        return self._record(meta, steps) if meta else None
+            pipe.get(self._events_key(run_id))
+            meta, steps, events = pipe.execute()
+        return self._record(meta, steps, events) if meta else None
 
     @staticmethod
-    def _record(meta: dict[bytes, bytes], steps: dict[bytes, bytes]) -> RunRecord:
+    def _record(meta: dict[bytes, bytes], steps: dict[bytes, bytes],
+                events: bytes | str | None) -> RunRecord:
         m = {_s(k): _s(v) for k, v in meta.items()}
         return RunRecord(
             id=m["id"],
@@ -207,44 +217,57 @@ class RedisStore(StateStore):
             attempt=int(m.get("attempt", 0)),
             parent=json.loads(m["parent"]) if "parent" in m else None,
             deadlines=json.loads(m["deadlines"]) if "deadlines" in m else {},
-            events=json.loads(m.get("events", "[]")),
+            events=json.loads(events or "[]"),
             steps={_s(k): json.loads(v) for k, v in steps.items()},
         )
 
     def list_runs(self, *, function_id: str | None, status: str | None,
                   limit: int) -> list[RunRecord]:
-        index = f"{self.ns}:runs:fn:{function_id}" if function_id else f"{self.ns}:runs"
+        if function_id is not None:
+            indexes = [f"{self.ns}:runs:fn:{function_id}"]
+        else:
+            indexes = sorted(f"{self.ns}:runs:fn:{_s(f)}"
+                             for f in self.r.smembers(f"{self.ns}:runs:fns"))
         found: list[RunRecord] = []
-        start, page = 0, max(limit, 100)
-        while len(found) < limit and start < 20_000:
-            ids = [_s(i) for i in self.r.zrevrange(index, start, start + page - 1)]
-            if not ids:
-                break
-            start += page
-            for run_id in ids:
+        seen: set[str] = set()
+        depth = max(limit, 100)
+        while True:
+            # the newest `depth` of every function index, merged newest first
+            with self.r.pipeline(transaction=False) as pipe:
+                for index in indexes:
+                    pipe.zrevrange(index, 0, depth - 1, withscores=True)
+                pages = pipe.execute()
+            merged = sorted(((score, _s(run_id), index) for index, page in zip(
+                indexes, pages, strict=True) for run_id, score in page), reverse=True)
+            for _, run_id, index in merged:
+                if run_id in seen:
+                    continue
+                seen.add(run_id)
                 record = self.load_run(run_id)
                 if record is None:
-                    self.r.zrem(f"{self.ns}:runs", run_id)
-                    self.r.zrem(index, run_id)
+                    self.r.zrem(index, run_id)  # expired after the retention: trim lazily
                 elif status is None or record.status == status:
                     found.append(record)
                     if len(found) >= limit:
-                        break
-        return found
+                        return found
+            if all(len(page) < depth for page in pages) or depth >= 20_000:
+                return found
+            depth *= 4
 
     def acquire(self, run_id: str, token: str, *, now: int,
                 lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
         meta_key, steps_key, lease_key = self._run_keys(run_id)
         function_id = self._function_of(run_id)
         reply = self._scripts["acquire"](
-            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key],
+            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key,
+                  self._events_key(run_id)],
             args=[token, now, lease_ms, self._member(function_id, run_id)])
         status = _s(reply[0])
         if status != "ok":
             return status, None  # type: ignore[return-value]
         meta = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
         steps = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
-        return "ok", self._record(meta, steps)
+        return "ok", self._record(meta, steps, reply[3])
 
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
         _, _, lease_key = self._run_keys(run_id)
@@ -277,7 +300,7 @@ class RedisStore(StateStore):
         meta_key, steps_key, lease_key = self._run_keys(run_id)
         function_id = self._function_of(run_id)
         return bool(self._scripts["finish"](
-            keys=[meta_key, steps_key, lease_key, self.timers_key],
+            keys=[meta_key, steps_key, lease_key, self.timers_key, self._events_key(run_id)],
             args=[token, outcome.status, outcome.ended_at, outcome.output_json or "",
                   _dumps(outcome.error) if outcome.error else "", retention_ms,
                   self._member(function_id, run_id)]))
@@ -291,7 +314,7 @@ class RedisStore(StateStore):
         meta_key, steps_key, _ = self._run_keys(run_id)
         function_id = self._function_of(run_id)
         reply = self._scripts["cancel"](
-            keys=[meta_key, steps_key, self.timers_key],
+            keys=[meta_key, steps_key, self.timers_key, self._events_key(run_id)],
             args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms,
                   self._member(function_id, run_id)])
         return None if reply is None else _s(reply)

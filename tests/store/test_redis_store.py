@@ -68,7 +68,8 @@ def test_every_key_of_a_run_shares_its_hash_tag_and_the_namespace(rstore) -> Non
     # then every key naming the run carries {run_id} and the namespace
     run_keys = {k for k in _keys(rstore) if run_id in k}
     assert run_keys == {f"{rstore.ns}:run:{{{run_id}}}", f"{rstore.ns}:run:{{{run_id}}}:steps",
-                        f"{rstore.ns}:run:{{{run_id}}}:lease"}
+                        f"{rstore.ns}:run:{{{run_id}}}:lease",
+                        f"{rstore.ns}:run:{{{run_id}}}:events"}
     # and they all hash to one cluster slot
     assert len({key_slot(k.encode()) for k in run_keys}) == 1
 
@@ -96,6 +97,7 @@ def test_finish_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     meta, steps, lease = rstore._run_keys(run_id)
     assert _about(rstore.r.pttl(meta), RETENTION_MS)
     assert _about(rstore.r.pttl(steps), RETENTION_MS)
+    assert _about(rstore.r.pttl(rstore._events_key(run_id)), RETENTION_MS)
     assert rstore.r.exists(lease) == 0
 
 
@@ -114,6 +116,7 @@ def test_cancel_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     meta, steps, _ = rstore._run_keys(run_id)
     assert _about(rstore.r.pttl(meta), 60_000)
     assert _about(rstore.r.pttl(steps), 60_000)
+    assert _about(rstore.r.pttl(rstore._events_key(run_id)), 60_000)
 
 
 def test_put_event_dedupe_key_expires_after_ttl(rstore) -> None:

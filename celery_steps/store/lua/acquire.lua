@@ -1,4 +1,4 @@
--- KEYS: run, steps, lease, timers, signal   ARGV: token, now, lease_ms, member
+-- KEYS: run, steps, lease, timers, signal, events   ARGV: token, now, lease_ms, member
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if ended(status) then return {'ended'} end
@@ -8,4 +8,5 @@ if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'wake', '0')
 schedule(KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[2]) + 2 * tonumber(ARGV[3]))
-return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+  redis.call('GET', KEYS[6]) or '[]'}

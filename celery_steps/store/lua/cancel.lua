@@ -1,4 +1,4 @@
--- KEYS: run, steps, timers   ARGV: now, error, retention, member
+-- KEYS: run, steps, timers, events   ARGV: now, error, retention, member
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if ended(status) then return status end
@@ -7,4 +7,5 @@ drop_waiters(KEYS[1], nil)
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 return status

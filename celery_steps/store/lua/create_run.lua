@@ -1,12 +1,14 @@
--- KEYS: run, all runs, function runs, timers, signal
+-- KEYS: run, functions with runs (set), function runs, timers, signal, run events
 -- ARGV: id, function_id, created_at, event_ids, events, parent, start_by, waiters, member,
 --       deadlines
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- every value kept short so the hash stays a compact listpack; events live in their own key
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'function_id', ARGV[2], 'status', 'queued',
-  'created_at', ARGV[3], 'event_ids', ARGV[4], 'events', ARGV[5], 'attempt', '0')
+  'created_at', ARGV[3], 'event_ids', ARGV[4], 'attempt', '0')
+redis.call('SET', KEYS[6], ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if ARGV[7] ~= '' then schedule(KEYS[4], KEYS[5], ARGV[9], ARGV[7]) end
 add_waiters(KEYS[1], ARGV[8])

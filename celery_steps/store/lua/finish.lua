@@ -1,4 +1,4 @@
--- KEYS: run, steps, lease, timers   ARGV: token, status, ended_at, output, error, retention, member
+-- KEYS: run, steps, lease, timers, events   ARGV: token, status, ended_at, output, error, retention, member
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   -- A retried call after a lost reply: the run already ended exactly so.
   local done = redis.call('HMGET', KEYS[1], 'status', 'ended_at')
@@ -17,4 +17,5 @@ redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[5], ARGV[6])
 return 1
