@@ -10,8 +10,8 @@ key                                             type    content
 ``<ns>:evt:<event_id>``                         string  ``{"event", "received_at"}``; expires
                                                         after the dedupe window (24 h): SET NX
 ``<ns>:evt:<event_id>:runs``                    string  JSON run ids the event started (routed)
-``<ns>:run:{<run_id>}``                         hash    run metadata: id, function_id, status,
-                                                        created_at, ended_at, event_ids,
+``<ns>:run:{<run_id>}``                         hash    run metadata: function_id, status,
+                                                        created_at, ended_at,
                                                         output, error, attempt, parent, wake,
                                                         deadlines (Timeouts, absolute ms),
                                                         waiters (index entries to drop on end)
@@ -186,8 +186,11 @@ class RedisStore(StateStore):
             keys=[self.run_key(run.id), f"{self.ns}:runs:fns",
                   f"{self.ns}:runs:fn:{run.function_id}", self.timers_key, self.signal_key,
                   self._events_key(run.id)],
-            args=[run.id, run.function_id, run.created_at, _dumps(run.event_ids),
-                  _dumps(run.events), _dumps(run.parent) if run.parent else "",
+            args=[run.id, run.function_id, run.created_at,
+                  "" if run.event_ids == [e.get("id") for e in run.events]
+                  else _dumps(run.event_ids),
+                  _dumps([{k: v for k, v in e.items() if v is not None} for e in run.events]),
+                  _dumps(run.parent) if run.parent else "",
                   run.start_by if run.start_by is not None else "",
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
                   _dumps(run.deadlines) if run.deadlines else ""]))
@@ -199,25 +202,27 @@ class RedisStore(StateStore):
             pipe.hgetall(steps_key)
             pipe.get(self._events_key(run_id))
             meta, steps, events = pipe.execute()
-        return self._record(meta, steps, events) if meta else None
+        return self._record(run_id, meta, steps, events) if meta else None
 
     @staticmethod
-    def _record(meta: dict[bytes, bytes], steps: dict[bytes, bytes],
+    def _record(run_id: str, meta: dict[bytes, bytes], steps: dict[bytes, bytes],
                 events: bytes | str | None) -> RunRecord:
         m = {_s(k): _s(v) for k, v in meta.items()}
+        event_list = json.loads(events or "[]")
         return RunRecord(
-            id=m["id"],
+            id=run_id,
             function_id=m["function_id"],
             status=m["status"],
             created_at=int(m["created_at"]),
-            event_ids=json.loads(m.get("event_ids", "[]")),
+            event_ids=(json.loads(m["event_ids"]) if "event_ids" in m
+                       else [e.get("id") for e in event_list]),
             ended_at=int(m["ended_at"]) if m.get("ended_at") else None,
             output=json.loads(m["output"]) if "output" in m else None,
             error=json.loads(m["error"]) if "error" in m else None,
             attempt=int(m.get("attempt", 0)),
             parent=json.loads(m["parent"]) if "parent" in m else None,
             deadlines=json.loads(m["deadlines"]) if "deadlines" in m else {},
-            events=json.loads(events or "[]"),
+            events=event_list,
             steps={_s(k): json.loads(v) for k, v in steps.items()},
         )
 
@@ -267,7 +272,7 @@ class RedisStore(StateStore):
             return status, None  # type: ignore[return-value]
         meta = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
         steps = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
-        return "ok", self._record(meta, steps, reply[3])
+        return "ok", self._record(run_id, meta, steps, reply[3])
 
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
         _, _, lease_key = self._run_keys(run_id)

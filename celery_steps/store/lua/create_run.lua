@@ -1,11 +1,13 @@
 -- KEYS: run, functions with runs (set), function runs, timers, signal, run events
--- ARGV: id, function_id, created_at, event_ids, events, parent, start_by, waiters, member,
+-- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent, start_by, waiters, member,
 --       deadlines
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 -- every value kept short so the hash stays a compact listpack; events live in their own key
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'function_id', ARGV[2], 'status', 'queued',
-  'created_at', ARGV[3], 'event_ids', ARGV[4], 'attempt', '0')
+-- (the run id is in the key name and the event ids in the events key: not repeated here)
+redis.call('HSET', KEYS[1], 'function_id', ARGV[2], 'status', 'queued',
+  'created_at', ARGV[3], 'attempt', '0')
 redis.call('SET', KEYS[6], ARGV[5])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'event_ids', ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
 redis.call('SADD', KEYS[2], ARGV[2])
