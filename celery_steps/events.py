@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ class Event(BaseModel):
     name: str
     data: dict[str, Any] = Field(default_factory=dict)
     id: str = Field(default_factory=new_id)
-    ts: int = 0
+    ts: int = Field(default_factory=lambda: int(time.time() * 1000))
     user: dict[str, Any] | None = None
     v: str | None = None
 

@@ -192,8 +192,8 @@ class CelerySteps:
         now = self.clock.now_ms()
         encoded: list[tuple[Event, str]] = []
         for event in events:
-            if not event.ts:
-                event = event.model_copy(update={"ts": now})
+            if "ts" not in event.model_fields_set or not event.ts:
+                event = event.model_copy(update={"ts": now})  # "now" on the steps clock
             validate_event(event, max_bytes=int(self.settings.event_max_bytes),
                            allow_internal=internal)
             encoded.append((event, json.dumps(

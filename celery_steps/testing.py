@@ -99,7 +99,7 @@ def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) ->
             result = None
             if stub is not None:
                 event = _as_event(stub)
-                if not event.ts:
+                if "ts" not in event.model_fields_set:
                     event = event.model_copy(update={"ts": steps.clock.now_ms()})
                 result = event.model_dump()
             update = {"status": "completed", "result": result, "ended_at": steps.clock.now_ms()}
@@ -135,7 +135,7 @@ def run_function(
         register_function(steps, clone)
     trigger = _as_event(event) if event is not None else Event(
         name=next((t.event for t in copy.event_triggers()), "test/run"), data=dict(data or {}))
-    if not trigger.ts:
+    if "ts" not in trigger.model_fields_set:
         trigger = trigger.model_copy(update={"ts": steps.clock.now_ms()})
     run_id = f"test-{trigger.id}"
     steps.create_and_enqueue(copy, run_id, [trigger.model_dump()])
