@@ -39,9 +39,13 @@ class RedisServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
+        self.exe = exe
         self.dir = tempfile.mkdtemp(prefix="steps-redis-")
+        self._start()
+
+    def _start(self) -> None:
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -53,6 +57,17 @@ class RedisServer:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
+
+    def outage(self, seconds: float) -> None:
+        """Snapshot, crash the server, and bring it back (with the snapshot) after ``seconds``:
+        every client sees its connections drop and refused until then."""
+        import redis
+
+        redis.Redis(port=self.port).save()
+        self.proc.kill()
+        self.proc.wait(10)
+        time.sleep(seconds)
+        self._start()
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"

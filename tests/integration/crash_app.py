@@ -21,7 +21,7 @@ app = Celery("crash_app", broker=URL, backend=URL)
 app.conf.update(
     steps_namespace=NS,
     task_default_queue=NS,
-    steps_lease_ttl=1.0,
+    steps_lease_ttl=float(os.environ.get("CRASH_LEASE_TTL", "1.0")),
     broker_transport_options={"visibility_timeout": 3600},  # recovery must not rely on it
     broker_connection_retry_on_startup=True,
 )
@@ -46,3 +46,16 @@ def crashy(ctx: Context) -> dict[str, int]:
     second = ctx.step.run("slow", slow)
     third = ctx.step.run("third", lambda: bump("third"))
     return {"first": first, "slow": second, "third": third}
+
+
+@steps.function(id="outage", trigger="crash/outage", retries=3)
+def outage(ctx: Context) -> list[int]:
+    first = ctx.step.run("first", lambda: bump("first"))
+
+    def slow() -> int:
+        attempt = bump("slow")
+        time.sleep(1.5)  # the test takes Redis down now: this checkpoint meets the outage
+        return attempt
+
+    second = ctx.step.run("slow", slow)
+    return [first, second, ctx.step.run("third", lambda: bump("third"))]

@@ -3,6 +3,7 @@ completed steps do not run again."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -40,8 +41,8 @@ def test_sigkill_mid_step_resumes_without_rerunning_completed_steps(
 ) -> None:
     for key, value in crash_env.items():
         monkeypatch.setenv(key, value)
-    sys.modules.pop("tests.integration.crash_app", None)
-    from tests.integration import crash_app
+    sys.modules.pop("tests.integration.crash_app", None)  # configured from the env just set
+    crash_app = importlib.import_module("tests.integration.crash_app")
 
     counts = redis.Redis.from_url(crash_env["CRASH_REDIS_URL"])
     ns = crash_env["CRASH_NAMESPACE"]
