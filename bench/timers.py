@@ -68,12 +68,12 @@ class Recorder:
         self.fired: list[tuple[str, float, str]] = []
         self.then = then  # the real dispatch to call afterwards, or None
 
-    def __call__(self, steps: Any, member: str) -> None:
+    def __call__(self, steps: Any, member: str, producer: Any = None) -> None:
         now = time.time() * 1000.0
         with self.lock:
             self.fired.append((member, now, threading.current_thread().name))
         if self.then is not None:
-            self.then(steps, member)
+            self.then(steps, member, producer)
 
 
 def _stand_in(url: str, namespace: str) -> SimpleNamespace:
@@ -82,6 +82,8 @@ def _stand_in(url: str, namespace: str) -> SimpleNamespace:
         store=RedisStore.from_url(url, namespace=namespace),
         clock=Clock(),
         settings=Settings(namespace=namespace),
+        # no broker: poll_once then takes no producer for its batch
+        app=SimpleNamespace(conf=SimpleNamespace(task_always_eager=True)),
     )
 
 

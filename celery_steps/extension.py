@@ -213,13 +213,17 @@ class CelerySteps:
         return ids
 
     def _publish_route(self, event_id: str) -> None:
-        from celery_steps.integration import ROUTE_TASK
-
         try:
-            self.app.tasks[ROUTE_TASK].apply_async(args=[event_id])
+            self.publish_route(event_id)
         except Exception:  # the routing timer routes it after steps_route_sweep_after
             log.warning("could not publish the routing of event %s; the sweep will route it",
                         event_id, exc_info=True)
+
+    def publish_route(self, event_id: str, producer: Any = None) -> None:
+        """Send the routing task of a stored event (raises if the broker refuses it)."""
+        from celery_steps.integration import ROUTE_TASK
+
+        self.app.tasks[ROUTE_TASK].apply_async(args=[event_id], producer=producer)
 
     def route(self, event_id: str) -> list[str]:
         """Route a stored event now (what the routing task does)."""
@@ -236,15 +240,15 @@ class CelerySteps:
             log.warning("could not publish the start of run %s; the watchdog will start it",
                         run_id, exc_info=True)
 
-    def enqueue(self, function_id: str, run_id: str) -> None:
+    def enqueue(self, function_id: str, run_id: str, producer: Any = None) -> None:
         """Send the task that executes (or resumes) a run, with no ETA."""
         fn = self.registry.by_id.get(function_id)
         name = fn.task_name if fn else f"celery_steps.fn.{function_id}"
         task = self.app.tasks.get(name)
         if task is not None:
-            task.apply_async(args=[run_id])
+            task.apply_async(args=[run_id], producer=producer)
         else:
-            self.app.send_task(name, args=[run_id])
+            self.app.send_task(name, args=[run_id], producer=producer)
 
     def execute(self, function_id: str, run_id: str, *, branch: str | None = None) -> str:
         fn = self.registry.by_id.get(function_id)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery_steps.extension import CelerySteps
@@ -19,21 +20,30 @@ LOCAL_WAIT = 0.1
 REDO_MS = 30_000
 
 
-def dispatch(steps: CelerySteps, member: str) -> None:
-    """Act on one due timer member (see the vocabulary in ``store.base``)."""
+def dispatch(steps: CelerySteps, member: str, producer: Any = None) -> None:
+    """Act on one due timer member (see the vocabulary in ``store.base``). Raises when the
+    broker refuses the message, so the timer stays claimed and comes due again."""
     kind, _, rest = member.partition("|")
     if kind == "r":
         function_id, _, run_id = rest.partition("|")
-        steps.enqueue(function_id, run_id)
+        steps.enqueue(function_id, run_id, producer=producer)
     elif kind == "e":
-        steps._publish_route(rest)
+        steps.publish_route(rest, producer=producer)
     elif kind == "b":
         from celery_steps.integration.tasks import BRANCH_TASK
 
         function_id, run_id, step_key = rest.split("|", 2)
-        steps.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key])
+        steps.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key],
+                                                 producer=producer)
     else:
         log.error("unknown timer member %r dropped", member)
+
+
+def _producer(steps: CelerySteps) -> AbstractContextManager[Any]:
+    """One broker producer for a whole batch (eager mode publishes nothing)."""
+    if steps.app.conf.task_always_eager:
+        return nullcontext()
+    return steps.app.producer_or_acquire()  # type: ignore[no-any-return]
 
 
 def poll_once(steps: CelerySteps) -> int:
@@ -44,12 +54,13 @@ def poll_once(steps: CelerySteps) -> int:
     while True:
         claimed = store.claim_due(now=steps.clock.now_ms(), limit=batch, redo_ms=REDO_MS)
         done = []
-        for member, score in claimed:
-            try:
-                dispatch(steps, member)
-                done.append((member, score))
-            except Exception:  # left claimed: it comes due again after REDO_MS
-                log.exception("could not dispatch timer %s", member)
+        with _producer(steps) as producer:
+            for member, score in claimed:
+                try:
+                    dispatch(steps, member, producer)
+                    done.append((member, score))
+                except Exception:  # left claimed: it comes due again after REDO_MS
+                    log.exception("could not dispatch timer %s", member)
         if done:
             store.ack_timers(done)
         total += len(done)
