@@ -231,9 +231,12 @@ class CelerySteps:
 
     # -- runs -----------------------------------------------------------------------------
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
-                           parent: dict[str, Any] | None = None) -> None:
-        if not self.store.create_run(new_run(self, fn, run_id, events, parent)):
+                           parent: dict[str, Any] | None = None, start_in_ms: int = 0) -> None:
+        """Create a run and send its start; a throttled start waits on its timer instead."""
+        if not self.store.create_run(new_run(self, fn, run_id, events, parent, start_in_ms)):
             return  # routed before: started then, or its start watchdog starts it
+        if start_in_ms > 0:
+            return
         try:
             self.enqueue(fn.id, run_id)
         except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later

@@ -207,8 +207,7 @@ def build_function(
     return fn
 
 
-UNENFORCED = ("concurrency", "throttle", "rate_limit", "debounce", "priority", "batch_events",
-              "singleton")
+UNENFORCED = ("debounce", "priority", "batch_events")
 
 
 def _warn_unenforced(function_id: str, flow: FlowControl) -> None:
@@ -265,6 +264,23 @@ def _check_flow(function_id: str, flow: FlowControl) -> FlowControl:
         key = getattr(value, "key", None) if value is not None else None
         if key:
             Expression(key, what=f"{attr}.key of function {function_id!r}")
+    for attr in ("concurrency", "throttle", "rate_limit", "batch_events"):
+        value = getattr(flow, attr)
+        limit = getattr(value, "limit", getattr(value, "max_size", None))
+        if value is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ConfigurationError(
+                f"function {function_id!r}: {attr} needs a positive integer limit, got {limit!r}"
+            )
+        for period_attr in ("period", "timeout"):
+            period = getattr(value, period_attr, None)
+            if value is not None and period is not None:
+                parse_duration(period, what=f"{attr}.{period_attr} of function {function_id!r}")
+    if flow.singleton is not None and flow.singleton.mode not in ("skip", "cancel"):
+        raise ConfigurationError(
+            f"function {function_id!r}: singleton mode must be 'skip' or 'cancel', "
+            f"got {flow.singleton.mode!r}"
+        )
     if flow.priority is not None:
         Expression(flow.priority.run, what=f"priority.run of function {function_id!r}")
     if flow.idempotency is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
 from celery_steps.expressions import Expression, match_key_at
+from celery_steps.flow import admit, concurrency_gate, has_admission
 from celery_steps.store.base import NewRun, Waiter
 
 if TYPE_CHECKING:
@@ -57,7 +58,16 @@ def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
             continue
         seen.add(fn.id)
         run_id = run_id_for(fn.id, _dedupe_key(fn, event))
-        steps.create_and_enqueue(fn, run_id, [event])
+        delay = 0
+        if has_admission(fn):
+            if steps.store.load_run(run_id) is not None:
+                run_ids.append(run_id)  # admitted when first routed
+                continue
+            admitted = admit(steps, fn, event, run_id)
+            if admitted is None:
+                continue
+            delay = admitted
+        steps.create_and_enqueue(fn, run_id, [event], start_in_ms=delay)
         run_ids.append(run_id)
     return run_ids
 
@@ -72,10 +82,13 @@ def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
 
 
 def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str, Any]],
-            parent: dict[str, Any] | None = None) -> NewRun:
-    """A run record: its start watchdog, Timeouts deadlines and cancel_on registrations."""
+            parent: dict[str, Any] | None = None, start_in_ms: int = 0) -> NewRun:
+    """A run record: its start watchdog (or throttled start), Timeouts deadlines, cancel_on
+    registrations and concurrency gate."""
     now = steps.clock.now_ms()
     start_by = now + int(float(steps.settings.start_watchdog) * 1000)
+    if start_in_ms > 0:
+        start_by = now + start_in_ms
     deadlines: dict[str, int] = {}
     if fn.timeouts is not None:
         for name in ("start", "finish"):
@@ -108,6 +121,7 @@ def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str
         start_by=start_by,
         waiters=waiters,
         deadlines=deadlines,
+        concurrency=concurrency_gate(steps, fn, trigger),
     )
 
 

@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 FINAL = frozenset({"completed", "failed"})
 
-AcquireStatus = Literal["ok", "busy", "missing", "ended"]
+AcquireStatus = Literal["ok", "busy", "missing", "ended", "limited"]
+# A run refused by its concurrency limit tries again this much later.
+CONCURRENCY_RETRY_MS = 1000
 SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
 
 
@@ -88,6 +90,8 @@ class NewRun:
     waiters: tuple[Waiter, ...] = ()
     # Absolute times (ms) from Timeouts: "start" (must have started by), "finish".
     deadlines: dict[str, int] = field(default_factory=dict)
+    # (gate key, limit): at most `limit` runs sharing the gate hold a lease at once.
+    concurrency: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,11 @@ class StateStore(abc.ABC):
     def acquire(
         self, run_id: str, token: str, *, now: int, lease_ms: int
     ) -> tuple[AcquireStatus, RunRecord | None]:
-        """Take the run's lease, mark it running, and return its state in one round trip."""
+        """Take the run's lease, mark it running, and return its state in one round trip.
+
+        A run with a concurrency gate whose limit is reached is ``limited``: its timer is set
+        :data:`CONCURRENCY_RETRY_MS` ahead. Suspending, finishing, releasing or cancelling a
+        run frees its place in the gate."""
 
     @abc.abstractmethod
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool: ...
@@ -188,6 +196,22 @@ class StateStore(abc.ABC):
         with ``wake``, set the wake flag and arm the run's timer at ``wake_at`` (a safety net:
         callers also enqueue the run at once). True when this call won.
         """
+
+    # -- flow control -------------------------------------------------------------------
+    @abc.abstractmethod
+    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
+              period_ms: int, burst: int, now: int) -> int:
+        """Admission of one run start through a gate.
+
+        ``rate``: 0 when admitted, -1 when ``limit`` starts were admitted in the last
+        ``period_ms`` (the start is dropped). ``throttle``: never refuses; returns how many ms
+        the start must wait so that at most ``limit`` start per period, ``burst`` at once.
+        """
+
+    @abc.abstractmethod
+    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
+        """Make ``run_id`` the gate's active run, unless another run that has not ended holds
+        it (returns that run's id). ``force`` takes the gate whatever holds it."""
 
     # -- functions ----------------------------------------------------------------------
     @abc.abstractmethod

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.runs import ENDED
 from celery_steps.store.base import (
+    CONCURRENCY_RETRY_MS,
     FINAL,
     AcquireStatus,
     NewRun,
@@ -30,6 +32,7 @@ class _Run:
     wake: bool = False
     waiters: list[Waiter] = field(default_factory=list)
     expires_at: int | None = None
+    concurrency: tuple[str, int] | None = None
 
 
 class MemoryStore(StateStore):
@@ -43,6 +46,10 @@ class MemoryStore(StateStore):
         self._runs: dict[str, _Run] = {}
         self._timers: dict[str, int] = {}
         self._functions: set[str] = set()
+        self._holders: dict[str, dict[str, int]] = {}  # concurrency gate -> run -> until
+        self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
+        self._tats: dict[str, float] = {}  # throttle gate -> theoretical arrival time
+        self._singletons: dict[str, str] = {}
         # event name -> bucket ("" or "path=value") -> member -> waiter
         self._waiters: dict[str, dict[str, dict[str, Waiter]]] = {}
 
@@ -86,7 +93,7 @@ class MemoryStore(StateStore):
                 events=copy.deepcopy(run.events),
                 deadlines=dict(run.deadlines),
             )
-            entry = self._runs[run.id] = _Run(record)
+            entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency)
             for waiter in run.waiters:
                 self._add_waiter(entry, waiter)
             if run.start_by is not None:
@@ -123,6 +130,15 @@ class MemoryStore(StateStore):
             if entry.lease is not None and entry.lease_until > now:
                 entry.wake = True
                 return "busy", None
+            if entry.concurrency is not None:
+                gate, limit = entry.concurrency
+                holders = self._holders.setdefault(gate, {})
+                for held in [r for r, until in holders.items() if until <= now]:
+                    del holders[held]
+                if run_id not in holders and len(holders) >= limit:
+                    self._schedule(self._run_member(entry), now + CONCURRENCY_RETRY_MS)
+                    return "limited", None
+                holders[run_id] = now + lease_ms
             entry.lease, entry.lease_until, entry.wake = token, now + lease_ms, False
             entry.record.status = "running"
             self._schedule(self._run_member(entry), now + 2 * lease_ms)
@@ -134,6 +150,8 @@ class MemoryStore(StateStore):
             if entry is None or entry.lease_until <= now:
                 return False
             entry.lease_until = now + lease_ms
+            if entry.concurrency is not None:
+                self._holders.setdefault(entry.concurrency[0], {})[run_id] = now + lease_ms
             self._schedule(self._run_member(entry), now + 2 * lease_ms)
             return True
 
@@ -171,6 +189,7 @@ class MemoryStore(StateStore):
                 return True
             entry.record.status = suspension.status
             entry.lease = None
+            self._free(entry)
             member = self._run_member(entry)
             if suspension.wake_at is None:
                 self._timers.pop(member, None)
@@ -191,6 +210,7 @@ class MemoryStore(StateStore):
             entry = self._leased(run_id, token)
             if entry is not None:
                 entry.lease = None
+                self._free(entry)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         with self._lock:
@@ -220,6 +240,37 @@ class MemoryStore(StateStore):
                 entry.wake = True
                 self._schedule(self._run_member(entry), wake_at)
             return True
+
+    # -- flow control -------------------------------------------------------------------
+    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
+              period_ms: int, burst: int, now: int) -> int:
+        with self._lock:
+            if mode == "rate":
+                window = [t for t in self._windows.get(gate, []) if t > now - period_ms]
+                if len(window) >= limit:
+                    self._windows[gate] = window
+                    return -1
+                self._windows[gate] = [*window, now]
+                return 0
+            interval = period_ms / limit
+            tat = max(self._tats.get(gate, now), now) + interval
+            self._tats[gate] = tat
+            return max(0, math.ceil(tat - burst * interval - now))
+
+    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
+        with self._lock:
+            holder = self._singletons.get(gate)
+            if holder is not None and not force:
+                entry = self._runs.get(holder)
+                if entry is not None and entry.record.status not in ENDED:
+                    return holder
+            self._singletons[gate] = run_id
+            return None
+
+    def _free(self, entry: _Run) -> None:
+        """Give back the run's place in its concurrency gate."""
+        if entry.concurrency is not None:
+            self._holders.get(entry.concurrency[0], {}).pop(entry.record.id, None)
 
     # -- functions ----------------------------------------------------------------------
     def register_functions(self, function_ids: list[str]) -> None:
@@ -324,6 +375,7 @@ class MemoryStore(StateStore):
 
             record.output = json.loads(outcome.output_json)
         entry.lease = None
+        self._free(entry)
         for waiter in list(entry.waiters):
             self._drop_waiter(entry, waiter)
         self._timers.pop(self._run_member(entry), None)

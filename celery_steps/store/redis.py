@@ -24,6 +24,11 @@ key                                             type    content
 ``<ns>:runs:fn:<function_id>``                  zset    run id scored by created_at, per function
                                                         (listing all runs merges these)
 ``<ns>:functions``                              set     function ids served on this store
+``<ns>:gate:conc:<fn>:<key>``                   zset    runs holding a concurrency place, scored
+                                                        by lease expiry
+``<ns>:gate:rate:<fn>:<key>``                   zset    rate-limit window (admission times)
+``<ns>:gate:throttle:<fn>:<key>``               string  throttle's theoretical arrival time
+``<ns>:gate:single:<fn>:<key>``                 string  the singleton's active run id
 ``<ns>:timers``                                 zset    timer member scored by due time (ms)
 ``<ns>:timers:signal``                          list    one element pokes a blocked poller
 ``<ns>:w:<event_name>``                         hash    waiters without ``match``: member -> JSON
@@ -40,9 +45,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from dataclasses import asdict
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -54,6 +60,7 @@ from redis.retry import Retry
 from celery_steps.errors import ConfigurationError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
+    CONCURRENCY_RETRY_MS,
     AcquireStatus,
     NewRun,
     Outcome,
@@ -67,7 +74,8 @@ from celery_steps.store.base import (
 log = logging.getLogger("celery_steps.store")
 SAFE_POLICIES = ("noeviction",)
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
-           "suspend", "finish", "cancel", "resolve_step", "claim_due", "ack_timers")
+           "suspend", "finish", "cancel", "resolve_step", "claim_due", "ack_timers", "admit",
+           "claim_singleton")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -193,7 +201,8 @@ class RedisStore(StateStore):
                   _dumps(run.parent) if run.parent else "",
                   run.start_by if run.start_by is not None else "",
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
-                  _dumps(run.deadlines) if run.deadlines else ""]))
+                  _dumps(run.deadlines) if run.deadlines else "",
+                  f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else ""]))
 
     def load_run(self, run_id: str) -> RunRecord | None:
         meta_key, steps_key, _ = self._run_keys(run_id)
@@ -266,7 +275,8 @@ class RedisStore(StateStore):
         reply = self._scripts["acquire"](
             keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key,
                   self._events_key(run_id)],
-            args=[token, now, lease_ms, self._member(function_id, run_id)])
+            args=[token, now, lease_ms, self._member(function_id, run_id), run_id,
+                  CONCURRENCY_RETRY_MS])
         status = _s(reply[0])
         if status != "ok":
             return status, None  # type: ignore[return-value]
@@ -277,8 +287,9 @@ class RedisStore(StateStore):
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
         _, _, lease_key = self._run_keys(run_id)
         member = self._member(self._function_of(run_id), run_id)
-        return bool(self._scripts["renew"](keys=[lease_key, self.timers_key],
-                                           args=[token, lease_ms, member, now + 2 * lease_ms]))
+        return bool(self._scripts["renew"](
+            keys=[lease_key, self.timers_key, self.run_key(run_id)],
+            args=[token, lease_ms, member, now + 2 * lease_ms, run_id, now]))
 
     def save_step(self, run_id: str, token: str, step_key: str,
                   state: dict[str, Any]) -> tuple[SaveStatus, dict[str, Any] | None]:
@@ -298,7 +309,7 @@ class RedisStore(StateStore):
             args=[token, s.status, "" if s.wake_at is None else s.wake_at, s.step_key or "",
                   _dumps(s.step_state) if s.step_state is not None else "",
                   "" if s.attempt is None else s.attempt, self._waiters_arg(s.waiters),
-                  self._member(function_id, run_id)])
+                  self._member(function_id, run_id), run_id])
         return None if reply == -1 else bool(reply)
 
     def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
@@ -308,12 +319,15 @@ class RedisStore(StateStore):
             keys=[meta_key, steps_key, lease_key, self.timers_key, self._events_key(run_id)],
             args=[token, outcome.status, outcome.ended_at, outcome.output_json or "",
                   _dumps(outcome.error) if outcome.error else "", retention_ms,
-                  self._member(function_id, run_id)]))
+                  self._member(function_id, run_id), run_id]))
 
     def release(self, run_id: str, token: str) -> None:
-        _, _, lease_key = self._run_keys(run_id)
+        meta_key, _, lease_key = self._run_keys(run_id)
         if _s(self.r.get(lease_key) or b"") == token:
             self.r.delete(lease_key)
+            conc = self.r.hget(meta_key, "conc")
+            if conc:
+                self.r.zrem(_s(conc).split("|", 1)[1], run_id)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         meta_key, steps_key, _ = self._run_keys(run_id)
@@ -321,7 +335,7 @@ class RedisStore(StateStore):
         reply = self._scripts["cancel"](
             keys=[meta_key, steps_key, self.timers_key, self._events_key(run_id)],
             args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms,
-                  self._member(function_id, run_id)])
+                  self._member(function_id, run_id), run_id])
         return None if reply is None else _s(reply)
 
     def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *,
@@ -339,6 +353,17 @@ class RedisStore(StateStore):
             if reply != -1:
                 return bool(reply)
         return False
+
+    # -- flow control -----------------------------------------------------------------------
+    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
+              period_ms: int, burst: int, now: int) -> int:
+        return int(self._scripts["admit"](
+            keys=[gate], args=[mode, limit, period_ms, burst, now, uuid.uuid4().hex]))
+
+    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
+        holder = self._scripts["claim_singleton"](
+            keys=[gate], args=[run_id, "1" if force else "0", self.ns])
+        return None if holder is None else _s(holder)
 
     # -- functions --------------------------------------------------------------------------
     def register_functions(self, function_ids: list[str]) -> None:

@@ -1,10 +1,21 @@
--- KEYS: run, steps, lease, timers, signal, events   ARGV: token, now, lease_ms, member
+-- KEYS: run, steps, lease, timers, signal, events
+-- ARGV: token, now, lease_ms, member, run id, concurrency retry ms
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if ended(status) then return {'ended'} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[3]) then
   redis.call('HSET', KEYS[1], 'wake', '1')
   return {'busy'}
+end
+local gate, limit = gate_of(KEYS[1])
+if gate then
+  redis.call('ZREMRANGEBYSCORE', gate, '-inf', ARGV[2])
+  if not redis.call('ZSCORE', gate, ARGV[5]) and redis.call('ZCARD', gate) >= limit then
+    redis.call('DEL', KEYS[3])
+    schedule(KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[2]) + tonumber(ARGV[6]))
+    return {'limited'}
+  end
+  redis.call('ZADD', gate, tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'wake', '0')
 schedule(KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[2]) + 2 * tonumber(ARGV[3]))

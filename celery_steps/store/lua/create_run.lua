@@ -1,6 +1,6 @@
 -- KEYS: run, functions with runs (set), function runs, timers, signal, run events
--- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent, start_by, waiters, member,
---       deadlines
+-- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent,
+--       start_by, waiters, member, deadlines, concurrency ('limit|gate' or '')
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 -- every value kept short so the hash stays a compact listpack; events live in their own key
 -- (the run id is in the key name and the event ids in the events key: not repeated here)
@@ -10,6 +10,7 @@ redis.call('SET', KEYS[6], ARGV[5])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'event_ids', ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'conc', ARGV[11]) end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if ARGV[7] ~= '' then schedule(KEYS[4], KEYS[5], ARGV[9], ARGV[7]) end

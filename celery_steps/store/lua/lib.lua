@@ -48,6 +48,19 @@ local function drop_waiters(run, only)
   end
 end
 
+-- Concurrency gate of a run: 'limit|gate key' in its hash field 'conc', or nil.
+local function gate_of(run)
+  local conc = redis.call('HGET', run, 'conc')
+  if not conc then return nil, nil end
+  local sep = string.find(conc, '|', 1, true)
+  return string.sub(conc, sep + 1), tonumber(string.sub(conc, 1, sep - 1))
+end
+
+local function free_gate(run, run_id)
+  local gate = gate_of(run)
+  if gate then redis.call('ZREM', gate, run_id) end
+end
+
 local function ended(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end

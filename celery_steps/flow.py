@@ -1,0 +1,87 @@
+"""Flow control at run start: rate limits, throttles, singletons, concurrency gates.
+
+Each option names a *gate* per function and key value (the option's ``key`` expression over
+the triggering event, or one gate for the whole function). Gates live in the store
+(``<ns>:gate:<kind>:<fn>:<key>``, see ``store/redis.py``):
+
+- ``RateLimit(limit, period, key)``: at most ``limit`` runs start per ``period``; events
+  beyond it start nothing (as in Inngest: they are skipped, not queued).
+- ``Throttle(limit, period, burst, key)``: the same rate, but runs beyond it are queued and
+  start later (a durable timer), ``burst`` at once.
+- ``Singleton(key, mode)``: one active run per key; ``"skip"`` drops a new run while one is
+  active, ``"cancel"`` cancels the active run and starts the new one.
+- ``Concurrency(limit, key)``: at most ``limit`` runs execute at once (hold a lease); sleeping
+  or waiting runs do not count. Checked when a run is acquired, so it holds across workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery_steps.durations import parse_duration, to_ms
+from celery_steps.expressions import Expression
+
+if TYPE_CHECKING:
+    from celery_steps.extension import CelerySteps
+    from celery_steps.functions import Function
+
+log = logging.getLogger("celery_steps.flow")
+_keys: dict[str, Expression] = {}
+
+
+def gate(steps: CelerySteps, kind: str, fn: Function, key: str | None,
+         event: dict[str, Any]) -> str:
+    """The store key of a function's gate for this event's key value."""
+    value = ""
+    if key:
+        expr = _keys.get(key)
+        if expr is None:
+            expr = _keys[key] = Expression(key, what=f"{kind} key")
+        value = expr.key(event=event) or ""
+    return f"{steps.settings.namespace}:gate:{kind}:{fn.id}:{value}"
+
+
+def has_admission(fn: Function) -> bool:
+    flow = fn.flow
+    return any(x is not None for x in (flow.rate_limit, flow.throttle, flow.singleton))
+
+
+def admit(steps: CelerySteps, fn: Function, event: dict[str, Any], run_id: str) -> int | None:
+    """Whether a new run of ``fn`` may start: None to skip it, else ms to wait first."""
+    flow, store, now = fn.flow, steps.store, steps.clock.now_ms()
+    if flow.rate_limit is not None:
+        option = flow.rate_limit
+        period = to_ms(parse_duration(option.period))
+        if store.admit(gate(steps, "rate", fn, option.key, event), mode="rate",
+                       limit=option.limit, period_ms=period, burst=1, now=now) < 0:
+            log.info("rate limit of %s reached: event %s starts no run", fn.id, event["id"])
+            return None
+    if flow.singleton is not None:
+        option_s = flow.singleton
+        single = gate(steps, "single", fn, option_s.key, event)
+        holder = store.claim_singleton(single, run_id)
+        if holder is not None:
+            if option_s.mode == "skip":
+                log.info("singleton %s: run %s is active, event %s skipped",
+                         fn.id, holder, event["id"])
+                return None
+            steps.cancel(holder, reason=f"replaced by a newer run (singleton, event "
+                                        f"{event['id']})")
+            store.claim_singleton(single, run_id, force=True)
+    delay = 0
+    if flow.throttle is not None:
+        option_t = flow.throttle
+        delay = store.admit(gate(steps, "throttle", fn, option_t.key, event), mode="throttle",
+                            limit=option_t.limit,
+                            period_ms=to_ms(parse_duration(option_t.period)),
+                            burst=max(1, option_t.burst), now=now)
+    return delay
+
+
+def concurrency_gate(steps: CelerySteps, fn: Function,
+                     event: dict[str, Any]) -> tuple[str, int] | None:
+    option = fn.flow.concurrency
+    if option is None:
+        return None
+    return gate(steps, "conc", fn, option.key, event), option.limit

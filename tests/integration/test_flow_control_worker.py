@@ -1,0 +1,38 @@
+"""Concurrency limits hold across worker threads on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from celery_steps import Concurrency, Context
+from tests.conftest import RedisServer
+from tests.integration.apps import redis_app, running_worker
+
+
+def test_a_concurrency_limit_of_one_runs_one_execution_at_a_time(
+    redis_server: RedisServer,
+) -> None:
+    app, steps = redis_app(redis_server.url())
+    lock = threading.Lock()
+    active = {"now": 0, "peak": 0}
+
+    def busy() -> int:
+        with lock:
+            active["now"] += 1
+            active["peak"] = max(active["peak"], active["now"])
+        time.sleep(0.3)
+        with lock:
+            active["now"] -= 1
+        return 1
+
+    @steps.function(id="one-at-a-time", trigger="t/conc", concurrency=Concurrency(1))
+    def one_at_a_time(ctx: Context) -> int:
+        return int(ctx.step.run("busy", busy))
+
+    with running_worker(app, concurrency=4):
+        ids = steps.send([{"name": "t/conc", "data": {"n": n}} for n in range(3)])
+        runs = [steps.wait_for_run(steps.runs_for_event(e)[0].id, timeout=30) for e in ids]
+
+    assert [r.status for r in runs] == ["completed"] * 3
+    assert active["peak"] == 1
