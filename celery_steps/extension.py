@@ -40,12 +40,11 @@ from celery_steps.routing import new_run, route_event, run_id_for
 from celery_steps.runs import Run
 from celery_steps.settings import Settings, resolve_store_url
 from celery_steps.store import open_store
-from celery_steps.store.base import NewRun, Outcome, RunRecord, StateStore
+from celery_steps.store.base import RESUME_SAFETY_MS, NewRun, Outcome, RunRecord, StateStore
 from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
 EXTENSION_ATTR = "_celery_steps"
-RESUME_SAFETY_MS = 30_000
 
 
 class CelerySteps:
@@ -196,8 +195,7 @@ class CelerySteps:
                 event = event.model_copy(update={"ts": now})  # "now" on the steps clock
             validate_event(event, max_bytes=int(self.settings.event_max_bytes),
                            allow_internal=internal)
-            encoded.append((event, json.dumps(
-                {"event": event.model_dump(), "received_at": now}, separators=(",", ":"))))
+            encoded.append((event, _envelope(event, now)))
         ids = [event.id for event, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEventError("the same event id appears twice in one send")
@@ -424,7 +422,7 @@ class CelerySteps:
     def start_cron_run(self, fn: Function, event: Event) -> str | None:
         """Start the run of one cron tick; None when the tick already started one."""
         now = self.clock.now_ms()
-        payload = json.dumps({"event": event.model_dump(), "received_at": now})
+        payload = _envelope(event, now)
         if not self.store.put_event(event.id, payload, route_at=now + 60_000,
                                     ttl_ms=self.event_ttl_ms):
             return None
@@ -439,3 +437,10 @@ class CelerySteps:
         update = {**update, "ended_at": self.clock.now_ms()}
         if self.store.resolve_step(run_id, step_key, update, wake_at=self.safety_wake_at()):
             self.enqueue(function_id, run_id)
+
+
+def _envelope(event: Event, received_at: int) -> str:
+    """What the store keeps per accepted event: the event and when it was received (waits
+    match only events received after they began)."""
+    return json.dumps({"event": event.model_dump(), "received_at": received_at},
+                      separators=(",", ":"))

@@ -24,7 +24,13 @@ from celery_steps.errors import (
     StepError,
 )
 from celery_steps.events import Event
-from celery_steps.store.base import Outcome, RunRecord, StateStore, Suspension
+from celery_steps.store.base import (
+    RESUME_SAFETY_MS,
+    Outcome,
+    RunRecord,
+    StateStore,
+    Suspension,
+)
 
 if TYPE_CHECKING:
     from celery_steps.functions import Function
@@ -95,7 +101,7 @@ class RunScope:
     def save_branch(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """A parallel branch has no lease: write first-writer-wins and wake the parent."""
         store = self.store
-        wake_at = self.clock.now_ms() + 30_000  # safety net; the parent is enqueued below
+        wake_at = self.clock.now_ms() + RESUME_SAFETY_MS  # the parent is also enqueued below
         if not store.resolve_step(self.run.id, key, state, wake_at=wake_at):
             fresh = store.load_run(self.run.id)
             if fresh is None or key not in fresh.steps:

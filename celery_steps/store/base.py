@@ -29,6 +29,9 @@ FINAL = frozenset({"completed", "failed"})
 AcquireStatus = Literal["ok", "busy", "missing", "ended", "limited"]
 # A run refused by its concurrency limit tries again this much later.
 CONCURRENCY_RETRY_MS = 1000
+# A run resumed from outside (event, child, branch, task) is enqueued at once; its timer is
+# armed this much later as a safety net in case that message is lost.
+RESUME_SAFETY_MS = 30_000
 SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
 
 
