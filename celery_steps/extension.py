@@ -229,9 +229,12 @@ class CelerySteps:
 
     # -- runs -----------------------------------------------------------------------------
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
-                           parent: dict[str, Any] | None = None, start_in_ms: int = 0) -> None:
-        """Create a run and send its start; a throttled start waits on its timer instead."""
-        if not self.store.create_run(new_run(self, fn, run_id, events, parent, start_in_ms)):
+                           parent: dict[str, Any] | None = None, start_in_ms: int = 0,
+                           pending: str | None = None) -> None:
+        """Create a run and send its start; a delayed start (throttle, debounce, batch) waits
+        on its timer instead."""
+        run = new_run(self, fn, run_id, events, parent, start_in_ms, pending)
+        if not self.store.create_run(run):
             return  # routed before: started then, or its start watchdog starts it
         if start_in_ms > 0:
             return

@@ -12,12 +12,19 @@ the triggering event, or one gate for the whole function). Gates live in the sto
   active, ``"cancel"`` cancels the active run and starts the new one.
 - ``Concurrency(limit, key)``: at most ``limit`` runs execute at once (hold a lease); sleeping
   or waiting runs do not count. Checked when a run is acquired, so it holds across workers.
+- ``Debounce(period, key, timeout)``: one run per burst of events; it starts ``period`` after
+  the last event (at the latest ``timeout`` after the first) and sees only the last event.
+- ``BatchEvents(max_size, timeout, key)``: one run per ``max_size`` events, or per what came
+  within ``timeout`` of the first; ``ctx.events`` holds them all.
+
+Debounce and batching share one mechanism: a queued run *collects* a gate's events (the gate
+points at it) until it starts, which closes the gate; the next event opens a new one.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from celery_steps.durations import parse_duration, to_ms
 from celery_steps.expressions import Expression
@@ -85,3 +92,36 @@ def concurrency_gate(steps: CelerySteps, fn: Function,
     if option is None:
         return None
     return gate(steps, "conc", fn, option.key, event), option.limit
+
+
+def collect(steps: CelerySteps, fn: Function, event: dict[str, Any],
+            run_id: str) -> tuple[str, bool, str | None, int]:
+    """Debounce/batch: (run id, start now, gate to open, start delay ms).
+
+    Joins the gate's collecting run when there is one (returns its id and no gate); otherwise
+    the caller creates ``run_id`` as the new collecting run of the returned gate.
+    """
+    flow, now = fn.flow, steps.clock.now_ms()
+    mode: Literal["debounce", "batch"]
+    if flow.debounce is not None:
+        option = flow.debounce
+        period = to_ms(parse_duration(option.period))
+        timeout = None if option.timeout is None else to_ms(parse_duration(option.timeout))
+        mode, size, key, delay = "debounce", 0, option.key, period
+    else:
+        assert flow.batch_events is not None
+        batch = flow.batch_events
+        period = timeout = to_ms(parse_duration(batch.timeout))
+        mode, size, key, delay = "batch", batch.max_size, batch.key, timeout
+    pending = gate(steps, "pend", fn, key, event)
+    joined = steps.store.join_pending(pending, event, mode=mode, now=now, max_size=size,
+                                      period_ms=period, timeout_ms=timeout)
+    if joined is not None:
+        return joined[0], joined[1], None, 0
+    if mode == "batch" and size <= 1:
+        return run_id, True, None, 0
+    return run_id, False, pending, delay
+
+
+def collects(fn: Function) -> bool:
+    return fn.flow.debounce is not None or fn.flow.batch_events is not None

@@ -207,7 +207,7 @@ def build_function(
     return fn
 
 
-UNENFORCED = ("debounce", "priority", "batch_events")
+UNENFORCED = ("priority",)
 
 
 def _warn_unenforced(function_id: str, flow: FlowControl) -> None:

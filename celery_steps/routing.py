@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
 from celery_steps.expressions import Expression, match_key_at
-from celery_steps.flow import admit, concurrency_gate, has_admission
-from celery_steps.store.base import NewRun, Waiter
+from celery_steps.flow import admit, collect, collects, concurrency_gate, has_admission
+from celery_steps.store.base import GateTaken, NewRun, Waiter
 
 if TYPE_CHECKING:
     from celery_steps.extension import CelerySteps
@@ -58,6 +58,9 @@ def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
             continue
         seen.add(fn.id)
         run_id = run_id_for(fn.id, _dedupe_key(fn, event))
+        if collects(fn):
+            run_ids.append(_collect(steps, fn, event, run_id))
+            continue
         delay = 0
         if has_admission(fn):
             if steps.store.load_run(run_id) is not None:
@@ -72,6 +75,25 @@ def _start_runs(steps: CelerySteps, event: dict[str, Any]) -> list[str]:
     return run_ids
 
 
+def _collect(steps: CelerySteps, fn: Function, event: dict[str, Any], run_id: str) -> str:
+    """Debounce/batch: join the gate's collecting run, or start collecting in a new one."""
+    for _ in range(10):  # another routing may open the gate between our join and create
+        target, start_now, pending, delay = collect(steps, fn, event, run_id)
+        if pending is None:
+            if start_now:
+                if target == run_id:
+                    steps.create_and_enqueue(fn, run_id, [event])
+                else:
+                    steps.enqueue(fn.id, target)
+            return target
+        try:
+            steps.create_and_enqueue(fn, run_id, [event], start_in_ms=delay, pending=pending)
+        except GateTaken:
+            continue
+        return run_id
+    raise RuntimeError(f"could not join or open the debounce/batch gate of {fn.id!r}")
+
+
 def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
     """The event id, or ``idem:<key>`` when the function has an idempotency expression:
     then one run per key value exists while the run is retained."""
@@ -82,7 +104,8 @@ def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
 
 
 def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str, Any]],
-            parent: dict[str, Any] | None = None, start_in_ms: int = 0) -> NewRun:
+            parent: dict[str, Any] | None = None, start_in_ms: int = 0,
+            pending: str | None = None) -> NewRun:
     """A run record: its start watchdog (or throttled start), Timeouts deadlines, cancel_on
     registrations and concurrency gate."""
     now = steps.clock.now_ms()
@@ -122,6 +145,7 @@ def new_run(steps: CelerySteps, fn: Function, run_id: str, events: list[dict[str
         waiters=waiters,
         deadlines=deadlines,
         concurrency=concurrency_gate(steps, fn, trigger),
+        pending=pending,
     )
 
 

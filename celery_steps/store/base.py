@@ -26,6 +26,10 @@ from typing import Any, Literal
 
 FINAL = frozenset({"completed", "failed"})
 
+class GateTaken(Exception):
+    """Another run already collects events for this debounce/batch gate."""
+
+
 AcquireStatus = Literal["ok", "busy", "missing", "ended", "limited"]
 # A run refused by its concurrency limit tries again this much later.
 CONCURRENCY_RETRY_MS = 1000
@@ -95,6 +99,8 @@ class NewRun:
     deadlines: dict[str, int] = field(default_factory=dict)
     # (gate key, limit): at most `limit` runs sharing the gate hold a lease at once.
     concurrency: tuple[str, int] | None = None
+    # A debounce/batch gate: the run collects that gate's events until it starts.
+    pending: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,9 @@ class StateStore(abc.ABC):
     # -- runs ---------------------------------------------------------------------------
     @abc.abstractmethod
     def create_run(self, run: NewRun) -> bool:
-        """Create a queued run; False (and no change) when the id exists."""
+        """Create a queued run; False (and no change) when the id exists. A run with
+        ``pending`` set raises :class:`GateTaken` (and changes nothing) while another run
+        collects for that gate: join that one instead."""
 
     @abc.abstractmethod
     def load_run(self, run_id: str) -> RunRecord | None: ...
@@ -209,6 +217,19 @@ class StateStore(abc.ABC):
         ``rate``: 0 when admitted, -1 when ``limit`` starts were admitted in the last
         ``period_ms`` (the start is dropped). ``throttle``: never refuses; returns how many ms
         the start must wait so that at most ``limit`` start per period, ``burst`` at once.
+        """
+
+    @abc.abstractmethod
+    def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
+                     now: int, max_size: int, period_ms: int,
+                     timeout_ms: int | None) -> tuple[str, bool] | None:
+        """Add an event to the run collecting a gate's events, while that run is queued.
+
+        ``debounce``: the run's events become ``[event]`` and its start moves to
+        ``now + period_ms`` (never later than ``timeout_ms`` after its first event).
+        ``batch``: the event is appended; at ``max_size`` events the batch closes and starts
+        now. Returns (run id, start now) or None when no run collects for the gate (the
+        caller creates one with ``NewRun.pending``). An event already in the run is ignored.
         """
 
     @abc.abstractmethod

@@ -14,6 +14,7 @@ from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
     FINAL,
     AcquireStatus,
+    GateTaken,
     NewRun,
     Outcome,
     RunRecord,
@@ -33,6 +34,8 @@ class _Run:
     waiters: list[Waiter] = field(default_factory=list)
     expires_at: int | None = None
     concurrency: tuple[str, int] | None = None
+    pending: str | None = None
+    pending_since: int = 0
 
 
 class MemoryStore(StateStore):
@@ -50,6 +53,7 @@ class MemoryStore(StateStore):
         self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
         self._tats: dict[str, float] = {}  # throttle gate -> theoretical arrival time
         self._singletons: dict[str, str] = {}
+        self._pending: dict[str, str] = {}  # debounce/batch gate -> run collecting events
         # event name -> bucket ("" or "path=value") -> member -> waiter
         self._waiters: dict[str, dict[str, dict[str, Waiter]]] = {}
 
@@ -83,6 +87,10 @@ class MemoryStore(StateStore):
         with self._lock:
             if run.id in self._runs:
                 return False
+            if run.pending is not None:
+                holder = self._pending.get(run.pending)
+                if holder is not None:
+                    raise GateTaken(run.pending)
             record = RunRecord(
                 id=run.id,
                 function_id=run.function_id,
@@ -93,7 +101,11 @@ class MemoryStore(StateStore):
                 events=copy.deepcopy(run.events),
                 deadlines=dict(run.deadlines),
             )
-            entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency)
+            entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency,
+                                              pending=run.pending,
+                                              pending_since=run.created_at)
+            if run.pending is not None:
+                self._pending[run.pending] = run.id
             for waiter in run.waiters:
                 self._add_waiter(entry, waiter)
             if run.start_by is not None:
@@ -139,6 +151,8 @@ class MemoryStore(StateStore):
                     self._schedule(self._run_member(entry), now + CONCURRENCY_RETRY_MS)
                     return "limited", None
                 holders[run_id] = now + lease_ms
+            if entry.pending is not None and self._pending.get(entry.pending) == run_id:
+                del self._pending[entry.pending]  # later events open a new debounce/batch
             entry.lease, entry.lease_until, entry.wake = token, now + lease_ms, False
             entry.record.status = "running"
             self._schedule(self._run_member(entry), now + 2 * lease_ms)
@@ -256,6 +270,35 @@ class MemoryStore(StateStore):
             tat = max(self._tats.get(gate, now), now) + interval
             self._tats[gate] = tat
             return max(0, math.ceil(tat - burst * interval - now))
+
+    def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
+                     now: int, max_size: int, period_ms: int,
+                     timeout_ms: int | None) -> tuple[str, bool] | None:
+        with self._lock:
+            run_id = self._pending.get(gate)
+            entry = self._runs.get(run_id) if run_id is not None else None
+            if run_id is None or entry is None or entry.record.status != "queued":
+                self._pending.pop(gate, None)
+                return None
+            record = entry.record
+            if any(e.get("id") == event.get("id") for e in record.events):
+                return run_id, False
+            member = self._run_member(entry)
+            if mode == "debounce":
+                record.events = [copy.deepcopy(event)]
+                due = now + period_ms
+                if timeout_ms is not None:
+                    due = min(due, entry.pending_since + timeout_ms)
+                self._schedule(member, due)
+            else:
+                record.events.append(copy.deepcopy(event))
+                if len(record.events) >= max_size:
+                    del self._pending[gate]
+                    self._schedule(member, now)
+                    record.event_ids = [str(e.get("id")) for e in record.events]
+                    return run_id, True
+            record.event_ids = [str(e.get("id")) for e in record.events]
+            return run_id, False
 
     def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
         with self._lock:

@@ -29,6 +29,8 @@ key                                             type    content
 ``<ns>:gate:rate:<fn>:<key>``                   zset    rate-limit window (admission times)
 ``<ns>:gate:throttle:<fn>:<key>``               string  throttle's theoretical arrival time
 ``<ns>:gate:single:<fn>:<key>``                 string  the singleton's active run id
+``<ns>:gate:pend:<fn>:<key>``                   string  the queued run collecting a debounce or
+                                                        batch's events (deleted when it starts)
 ``<ns>:timers``                                 zset    timer member scored by due time (ms)
 ``<ns>:timers:signal``                          list    one element pokes a blocked poller
 ``<ns>:w:<event_name>``                         hash    waiters without ``match``: member -> JSON
@@ -62,6 +64,7 @@ from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
     AcquireStatus,
+    GateTaken,
     NewRun,
     Outcome,
     RunRecord,
@@ -75,7 +78,7 @@ log = logging.getLogger("celery_steps.store")
 SAFE_POLICIES = ("noeviction",)
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
            "suspend", "finish", "cancel", "resolve_step", "claim_due", "ack_timers", "admit",
-           "claim_singleton")
+           "claim_singleton", "join_pending")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -86,6 +89,11 @@ def _load_scripts() -> dict[str, str]:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _compact(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as stored with a run: null fields left out (the model restores them)."""
+    return {k: v for k, v in event.items() if v is not None}
 
 
 def _s(value: Any) -> str:
@@ -190,19 +198,23 @@ class RedisStore(StateStore):
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
-        return bool(self._scripts["create_run"](
+        created = int(self._scripts["create_run"](
             keys=[self.run_key(run.id), f"{self.ns}:runs:fns",
                   f"{self.ns}:runs:fn:{run.function_id}", self.timers_key, self.signal_key,
                   self._events_key(run.id)],
             args=[run.id, run.function_id, run.created_at,
                   "" if run.event_ids == [e.get("id") for e in run.events]
                   else _dumps(run.event_ids),
-                  _dumps([{k: v for k, v in e.items() if v is not None} for e in run.events]),
+                  _dumps([_compact(e) for e in run.events]),
                   _dumps(run.parent) if run.parent else "",
                   run.start_by if run.start_by is not None else "",
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
                   _dumps(run.deadlines) if run.deadlines else "",
-                  f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else ""]))
+                  f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else "",
+                  run.pending or ""]))
+        if created < 0:
+            raise GateTaken(run.pending)
+        return bool(created)
 
     def load_run(self, run_id: str) -> RunRecord | None:
         meta_key, steps_key, _ = self._run_keys(run_id)
@@ -359,6 +371,15 @@ class RedisStore(StateStore):
               period_ms: int, burst: int, now: int) -> int:
         return int(self._scripts["admit"](
             keys=[gate], args=[mode, limit, period_ms, burst, now, uuid.uuid4().hex]))
+
+    def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
+                     now: int, max_size: int, period_ms: int,
+                     timeout_ms: int | None) -> tuple[str, bool] | None:
+        reply = self._scripts["join_pending"](
+            keys=[gate, self.timers_key, self.signal_key],
+            args=[mode, _dumps(_compact(event)), now, max_size, period_ms,
+                  "" if timeout_ms is None else timeout_ms, self.ns, str(event.get("id"))])
+        return None if not reply else (_s(reply[0]), bool(int(reply[1])))
 
     def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
         holder = self._scripts["claim_singleton"](

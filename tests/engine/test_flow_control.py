@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 
 from celery_steps import (
+    BatchEvents,
     CelerySteps,
     Concurrency,
     ConfigurationError,
     Context,
+    Debounce,
     RateLimit,
     Singleton,
     Throttle,
@@ -105,3 +107,69 @@ def test_bad_flow_control_options_are_rejected_at_declaration(
 ) -> None:
     with pytest.raises(ConfigurationError, match=problem):
         steps.function(id="bad-flow", trigger="t/x", **kwargs)(lambda ctx: None)
+
+
+def test_debounce_starts_one_run_after_the_burst_with_the_last_event(
+    steps: CelerySteps, clock: FakeClock
+) -> None:
+    @steps.function(id="debounced", trigger="t/typing",
+                    debounce=Debounce("5s", key="event.data.doc"))
+    def debounced(ctx: Context) -> int:
+        return int(ctx.event.data["rev"])
+
+    ids = []
+    for rev in range(3):
+        ids.append(steps.send("t/typing", data={"doc": 1, "rev": rev})[0])
+        clock.advance(2)  # each event within 5 s of the previous one
+    other = steps.send("t/typing", data={"doc": 2, "rev": 9})[0]
+    run_ids = {r.id for e in ids for r in steps.runs_for_event(e)}
+    assert len(run_ids) == 1
+    assert steps.get_run(run_ids.pop()).status == "queued"
+
+    clock.advance(5)
+    poll_once(steps)
+
+    runs = {r.output for r in steps.list_runs(function_id="debounced")}
+    assert runs == {2, 9}  # doc 1 ran once with its last revision; doc 2 on its own
+    assert steps.runs_for_event(other)[0].output == 9
+
+
+def test_debounce_timeout_bounds_the_wait_after_the_first_event(
+    steps: CelerySteps, clock: FakeClock
+) -> None:
+    @steps.function(id="bounded-debounce", trigger="t/chatty",
+                    debounce=Debounce("5s", timeout="8s"))
+    def bounded(ctx: Context) -> int:
+        return int(ctx.event.data["n"])
+
+    for n in range(6):  # a steady stream, never 5 s apart
+        steps.send("t/chatty", data={"n": n})
+        clock.advance(2)
+        poll_once(steps)
+
+    # the first run started 8 s after the first event (t=8), with the latest event then (n=3);
+    # the events after it (n=4, 5) collect in a new run
+    [run] = steps.list_runs(function_id="bounded-debounce", status="completed")
+    assert run.output == 3
+    assert run.ended_at is not None
+    assert (run.ended_at - run.created_at).total_seconds() == 8
+    assert [r.status for r in steps.list_runs(function_id="bounded-debounce")] == [
+        "queued", "completed"]
+
+
+def test_batch_events_runs_once_per_full_batch_with_every_event(
+    steps: CelerySteps, clock: FakeClock
+) -> None:
+    @steps.function(id="batched", trigger="t/item", batch_events=BatchEvents(3, "1m"))
+    def batched(ctx: Context) -> list[int]:
+        return [int(e.data["n"]) for e in ctx.events]
+
+    for n in range(5):
+        steps.send("t/item", data={"n": n})
+    full = steps.list_runs(function_id="batched", status="completed")
+    assert [r.output for r in full] == [[0, 1, 2]]
+
+    clock.advance(60)
+    poll_once(steps)  # the partial batch starts at its timeout
+    outputs = sorted(r.output for r in steps.list_runs(function_id="batched"))
+    assert outputs == [[0, 1, 2], [3, 4]]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from celery_steps.store.base import CONCURRENCY_RETRY_MS, Outcome, Suspension
+import pytest
+
+from celery_steps.store.base import (
+    CONCURRENCY_RETRY_MS,
+    GateTaken,
+    NewRun,
+    Outcome,
+    Suspension,
+)
 from tests.store._support import LEASE_MS, NOW, RETENTION_MS, create, run_member
 
 
@@ -77,3 +85,84 @@ def test_a_singleton_gate_is_held_by_its_run_until_that_run_ends(store) -> None:
     assert store.claim_singleton(gate, second) == third
     store.cancel(third, now=NOW, reason="done", retention_ms=RETENTION_MS)
     assert store.claim_singleton(gate, second) is None
+
+
+def event(n: int) -> dict:
+    return {"name": "t/item", "data": {"n": n}, "id": f"evt-{uuid.uuid4().hex[:8]}-{n}",
+            "ts": NOW}
+
+
+def collecting(store, gate: str, first: dict) -> str:
+    return create(store, events=[first], event_ids=[first["id"]], pending=gate)
+
+
+def test_without_a_collecting_run_join_pending_returns_none(store) -> None:
+    assert store.join_pending(a_gate("pend"), event(1), mode="batch", now=NOW, max_size=3,
+                              period_ms=1_000, timeout_ms=1_000) is None
+
+
+def test_a_batch_collects_events_and_starts_when_full(store) -> None:
+    gate = a_gate("pend")
+    first = event(0)
+    run_id = collecting(store, gate, first)
+
+    joins = [store.join_pending(gate, event(n), mode="batch", now=NOW, max_size=3,
+                                period_ms=60_000, timeout_ms=60_000) for n in (1, 2)]
+    after_full = store.join_pending(gate, event(3), mode="batch", now=NOW, max_size=3,
+                                    period_ms=60_000, timeout_ms=60_000)
+
+    assert joins == [(run_id, False), (run_id, True)]
+    assert after_full is None  # the full batch closed its gate
+    record = store.load_run(run_id)
+    assert [e["data"]["n"] for e in record.events] == [0, 1, 2]
+    assert record.event_ids == [e["id"] for e in record.events]
+
+
+def test_an_event_joins_a_batch_only_once(store) -> None:
+    gate = a_gate("pend")
+    run_id = collecting(store, gate, event(0))
+    again = event(1)
+
+    for _ in range(2):
+        store.join_pending(gate, again, mode="batch", now=NOW, max_size=5, period_ms=1,
+                           timeout_ms=1)
+
+    assert len(store.load_run(run_id).events) == 2
+
+
+def test_debounce_keeps_the_last_event_and_moves_the_start_within_the_timeout(store) -> None:
+    gate = a_gate("pend")
+    run_id = collecting(store, gate, event(0))
+    member = run_member(run_id)
+
+    store.join_pending(gate, event(1), mode="debounce", now=NOW + 1_000, max_size=0,
+                       period_ms=5_000, timeout_ms=8_000)
+    first_due = store.claim_due(now=NOW + 6_000, limit=10, redo_ms=10**9)
+    store.join_pending(gate, event(2), mode="debounce", now=NOW + 7_000, max_size=0,
+                       period_ms=5_000, timeout_ms=8_000)
+
+    assert first_due == [(member, NOW + 6_000 + 10**9)]  # due at NOW + 6 s (1 s + 5 s)
+    assert store.claim_due(now=NOW + 8_000, limit=10, redo_ms=1) == [(member, NOW + 8_001)]
+    assert [e["data"]["n"] for e in store.load_run(run_id).events] == [2]
+
+
+def test_acquiring_the_collecting_run_closes_its_gate(store) -> None:
+    gate = a_gate("pend")
+    run_id = collecting(store, gate, event(0))
+
+    assert store.acquire(run_id, "tok", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+
+    assert store.join_pending(gate, event(1), mode="batch", now=NOW, max_size=3,
+                              period_ms=1, timeout_ms=1) is None
+
+
+def test_a_second_collecting_run_for_a_held_gate_is_refused_and_not_created(store) -> None:
+    gate = a_gate("pend")
+    collecting(store, gate, event(0))
+    late = f"late-{uuid.uuid4().hex[:6]}"
+
+    with pytest.raises(GateTaken):
+        store.create_run(NewRun(id=late, function_id="f", event_ids=[], created_at=NOW,
+                                pending=gate))
+
+    assert store.load_run(late) is None

@@ -17,6 +17,10 @@ if gate then
   end
   redis.call('ZADD', gate, tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
 end
+local pend = redis.call('HGET', KEYS[1], 'pend')
+if pend and redis.call('GET', pend) == ARGV[5] then
+  redis.call('DEL', pend)  -- the run starts: later events open a new debounce/batch
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'wake', '0')
 schedule(KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[2]) + 2 * tonumber(ARGV[3]))
 return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),

@@ -1,7 +1,10 @@
 -- KEYS: run, functions with runs (set), function runs, timers, signal, run events
 -- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent,
---       start_by, waiters, member, deadlines, concurrency ('limit|gate' or '')
+--       start_by, waiters, member, deadlines, concurrency ('limit|gate' or ''),
+--       pending gate ('' or the debounce/batch gate this run collects events for)
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- a collecting run is created only while no other collects for its gate (else: join that one)
+if ARGV[12] ~= '' and not redis.call('SET', ARGV[12], ARGV[1], 'NX') then return -1 end
 -- every value kept short so the hash stays a compact listpack; events live in their own key
 -- (the run id is in the key name and the event ids in the events key: not repeated here)
 redis.call('HSET', KEYS[1], 'function_id', ARGV[2], 'status', 'queued',
@@ -11,6 +14,9 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'event_ids', ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'conc', ARGV[11]) end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[1], 'pend', ARGV[12], 'pend_first', ARGV[3], 'pend_size', '1')
+end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if ARGV[7] ~= '' then schedule(KEYS[4], KEYS[5], ARGV[9], ARGV[7]) end
