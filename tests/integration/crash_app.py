@@ -12,7 +12,7 @@ import time
 import redis
 from celery import Celery
 
-from celery_steps import CelerySteps, Context
+from celery_steps import CelerySteps, Context, TriggerCron
 
 URL = os.environ.get("CRASH_REDIS_URL", "redis://127.0.0.1:6379/0")
 NS = os.environ.get("CRASH_NAMESPACE", "crash")
@@ -59,3 +59,9 @@ def outage(ctx: Context) -> list[int]:
 
     second = ctx.step.run("slow", slow)
     return [first, second, ctx.step.run("third", lambda: bump("third"))]
+
+
+@steps.function(id="ticker", trigger=TriggerCron("* * * * *", tz="Europe/Paris"))
+def ticker(ctx: Context) -> str:
+    """Started by beat every minute (the two-beats test runs beat processes for it)."""
+    return str(ctx.event.data["tick"])
