@@ -171,9 +171,6 @@ class RedisStore(StateStore):
     def _member(function_id: str, run_id: str) -> str:
         return f"r|{function_id}|{run_id}"
 
-    def _function_of(self, run_id: str) -> str:
-        return _s(self.r.hget(self.run_key(run_id), "function_id") or b"")
-
     # -- events -----------------------------------------------------------------------------
     def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
         return bool(self._scripts["put_event"](
@@ -283,12 +280,10 @@ class RedisStore(StateStore):
     def acquire(self, run_id: str, token: str, *, now: int,
                 lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
         meta_key, steps_key, lease_key = self._run_keys(run_id)
-        function_id = self._function_of(run_id)
         reply = self._scripts["acquire"](
             keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key,
                   self._events_key(run_id)],
-            args=[token, now, lease_ms, self._member(function_id, run_id), run_id,
-                  CONCURRENCY_RETRY_MS])
+            args=[token, now, lease_ms, run_id, CONCURRENCY_RETRY_MS])
         status = _s(reply[0])
         if status != "ok":
             return status, None  # type: ignore[return-value]
@@ -298,10 +293,9 @@ class RedisStore(StateStore):
 
     def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
         _, _, lease_key = self._run_keys(run_id)
-        member = self._member(self._function_of(run_id), run_id)
         return bool(self._scripts["renew"](
             keys=[lease_key, self.timers_key, self.run_key(run_id)],
-            args=[token, lease_ms, member, now + 2 * lease_ms, run_id, now]))
+            args=[token, lease_ms, now + 2 * lease_ms, run_id, now]))
 
     def save_step(self, run_id: str, token: str, step_key: str,
                   state: dict[str, Any]) -> tuple[SaveStatus, dict[str, Any] | None]:
@@ -315,23 +309,20 @@ class RedisStore(StateStore):
     def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
         meta_key, steps_key, lease_key = self._run_keys(run_id)
         s = suspension
-        function_id = self._function_of(run_id)
         reply = self._scripts["suspend"](
             keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key],
             args=[token, s.status, "" if s.wake_at is None else s.wake_at, s.step_key or "",
                   _dumps(s.step_state) if s.step_state is not None else "",
                   "" if s.attempt is None else s.attempt, self._waiters_arg(s.waiters),
-                  self._member(function_id, run_id), run_id])
+                  run_id])
         return None if reply == -1 else bool(reply)
 
     def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
         meta_key, steps_key, lease_key = self._run_keys(run_id)
-        function_id = self._function_of(run_id)
         return bool(self._scripts["finish"](
             keys=[meta_key, steps_key, lease_key, self.timers_key, self._events_key(run_id)],
             args=[token, outcome.status, outcome.ended_at, outcome.output_json or "",
-                  _dumps(outcome.error) if outcome.error else "", retention_ms,
-                  self._member(function_id, run_id), run_id]))
+                  _dumps(outcome.error) if outcome.error else "", retention_ms, run_id]))
 
     def release(self, run_id: str, token: str) -> None:
         meta_key, _, lease_key = self._run_keys(run_id)
@@ -343,25 +334,21 @@ class RedisStore(StateStore):
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         meta_key, steps_key, _ = self._run_keys(run_id)
-        function_id = self._function_of(run_id)
         reply = self._scripts["cancel"](
             keys=[meta_key, steps_key, self.timers_key, self._events_key(run_id)],
-            args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms,
-                  self._member(function_id, run_id), run_id])
+            args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms, run_id])
         return None if reply is None else _s(reply)
 
     def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *,
                      wake_at: int, wake: bool = True) -> bool:
         meta_key, steps_key, _ = self._run_keys(run_id)
-        function_id = self._function_of(run_id)
         for _ in range(10):  # compare-and-set; retried only if the state changed meanwhile
             raw = self.r.hget(steps_key, step_key)
             current = json.loads(raw) if raw else {}
             reply = self._scripts["resolve_step"](
                 keys=[meta_key, steps_key, self.timers_key, self.signal_key],
                 args=[step_key, _s(raw) if raw else "", _dumps({**current, **state}), wake_at,
-                      "1" if wake else "0", self._member(function_id, run_id),
-                      f"{run_id}|{step_key}"])
+                      "1" if wake else "0", run_id, f"{run_id}|{step_key}"])
             if reply != -1:
                 return bool(reply)
         return False

@@ -61,6 +61,13 @@ local function free_gate(run, run_id)
   if gate then redis.call('ZREM', gate, run_id) end
 end
 
+-- The run's timer member 'r|<function>|<run>' (vocabulary in store/base.py), or nil.
+local function member_of(run, run_id)
+  local function_id = redis.call('HGET', run, 'function_id')
+  if not function_id then return nil end
+  return 'r|' .. function_id .. '|' .. run_id
+end
+
 local function ended(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end

@@ -1,6 +1,7 @@
 -- Compare-and-set a suspended step's state from outside the run (merge done by the caller,
 -- so JSON never round-trips through cjson).
--- KEYS: run, steps, timers, signal   ARGV: step key, expected ('' = absent), new, now, wake, member, waiter
+-- KEYS: run, steps, timers, signal   ARGV: step key, expected ('' = absent), new, wake_at, wake, run id,
+--       waiter
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or ended(status) then return 0 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
@@ -10,6 +11,6 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 drop_waiters(KEYS[1], ARGV[7])
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'wake', '1')
-  schedule(KEYS[3], KEYS[4], ARGV[6], ARGV[4])
+  schedule(KEYS[3], KEYS[4], member_of(KEYS[1], ARGV[6]), ARGV[4])
 end
 return 1
