@@ -90,6 +90,11 @@ class StepCancelledError(StepError):
     """A step waited on another run that was cancelled."""
 
 
+def error_dict(exc: BaseException) -> dict[str, str]:
+    """How an error is stored on a step or run: its class name and (capped) message."""
+    return {"name": type(exc).__name__, "message": str(exc)[:4000]}
+
+
 def step_error_for(step_id: str, name: str, message: str) -> StepError:
     """The StepError subclass matching a stored error name."""
     classes: dict[str, type[StepError]] = {

@@ -22,6 +22,7 @@ from celery_steps.errors import (
     RetryAfterError,
     SerializationError,
     StepError,
+    error_dict,
 )
 from celery_steps.events import Event
 from celery_steps.store.base import (
@@ -249,7 +250,7 @@ class Executor:
             return self._end(function, run, token, "failed", error={
                 "name": exc.name, "message": exc.message})
         except NOT_RETRIED as exc:
-            return self._end(function, run, token, "failed", error=_error(exc))
+            return self._end(function, run, token, "failed", error=error_dict(exc))
         except Exception as exc:
             return self._retry_handler(function, scope, exc)
         if branch is not None:
@@ -261,7 +262,7 @@ class Executor:
         if run.attempt >= function.retries:
             log.warning("run %s of %s failed for good after %d attempts: %r",
                         run.id, function.id, run.attempt + 1, exc)
-            return self._end(function, run, scope.token, "failed", error=_error(exc))
+            return self._end(function, run, scope.token, "failed", error=error_dict(exc))
         log.info("run %s of %s raised %s (attempt %d), retrying",
                  run.id, function.id, type(exc).__name__, run.attempt + 1)
         wake_at = self._clock.now_ms() + scope.retry_delay_ms(run.attempt, exc)
@@ -280,6 +281,3 @@ class Executor:
         self._services.on_run_ended(function, run, outcome)
         return status
 
-
-def _error(exc: BaseException) -> dict[str, str]:
-    return {"name": type(exc).__name__, "message": str(exc)[:4000]}

@@ -18,6 +18,7 @@ from celery_steps.errors import (
     NonRetriableError,
     SerializationError,
     StepError,
+    error_dict,
     step_error_for,
 )
 from celery_steps.events import Event
@@ -34,10 +35,6 @@ MAX_STEP_ID = 200
 
 class NestedStepError(NonRetriableError):
     """A step tool was called inside another step's function."""
-
-
-def _error_dict(exc: BaseException) -> dict[str, str]:
-    return {"name": type(exc).__name__, "message": str(exc)[:4000]}
 
 
 class StepTools:
@@ -205,11 +202,11 @@ class StepTools:
         log.info("step %r of run %s failed (attempt %d), retrying: %s",
                  key, self._scope.run.id, used, type(exc).__name__)
         state = {**base, "status": "retrying", "attempts": used, "wake_at": wake_at,
-                 "error": _error_dict(exc)}
+                 "error": error_dict(exc)}
         raise self._suspend("queued", wake_at, key, state)
 
     def _fail(self, key: str, state: dict[str, Any], exc: BaseException) -> Any:
-        final = {**state, "status": "failed", "ended_at": self._now(), "error": _error_dict(exc)}
+        final = {**state, "status": "failed", "ended_at": self._now(), "error": error_dict(exc)}
         return self._replayed(key, self._remember(key, final))
 
     # -- time ---------------------------------------------------------------------------

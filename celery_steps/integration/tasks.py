@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task
 
 from celery_steps.engine.steps import task_run_id
-from celery_steps.errors import ConfigurationError
+from celery_steps.errors import ConfigurationError, error_dict
 
 if TYPE_CHECKING:
     from celery_steps.extension import CelerySteps
@@ -50,9 +50,8 @@ def install(steps: CelerySteps) -> None:
     @app.task(name=TASK_FAILED, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def task_failed(request: Any, exc: Any, traceback: Any, run_id: str, function_id: str,
                     step_key: str) -> None:
-        error = {"name": type(exc).__name__, "message": str(exc)[:4000]}
         steps.resolve_task_step(run_id, function_id, step_key, {"status": "failed",
-                                                                 "error": error})
+                                                                 "error": error_dict(exc)})
 
     from celery_steps.integration.bootstep import TimerPollerStep, add_worker_option
 
