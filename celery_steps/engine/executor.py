@@ -280,4 +280,3 @@ class Executor:
         run.status, run.output, run.error, run.ended_at = status, output, error, outcome.ended_at
         self._services.on_run_ended(function, run, outcome)
         return status
-

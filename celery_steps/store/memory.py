@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -414,8 +415,6 @@ class MemoryStore(StateStore):
         record.ended_at = outcome.ended_at
         record.error = outcome.error
         if outcome.output_json is not None:
-            import json
-
             record.output = json.loads(outcome.output_json)
         entry.lease = None
         self._free(entry)
