@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,11 +48,11 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-import celery_steps.integration.poller as poller_mod
+import celery_steps.runtime.timers as poller_mod
 from bench.step_overhead import RedisServer, pct
 from celery_steps import CelerySteps, Context
 from celery_steps.clock import Clock
-from celery_steps.routing import run_id_for
+from celery_steps.runtime.runs import run_id_for
 from celery_steps.settings import Settings
 from celery_steps.store.redis import RedisStore
 
@@ -68,22 +69,22 @@ class Recorder:
         self.fired: list[tuple[str, float, str]] = []
         self.then = then  # the real dispatch to call afterwards, or None
 
-    def __call__(self, steps: Any, member: str, producer: Any = None) -> None:
+    def __call__(self, publisher: Any, member: str) -> None:
         now = time.time() * 1000.0
         with self.lock:
             self.fired.append((member, now, threading.current_thread().name))
         if self.then is not None:
-            self.then(steps, member, producer)
+            self.then(publisher, member)
 
 
 def _stand_in(url: str, namespace: str) -> SimpleNamespace:
-    """What ``TimerPoller``/``poll_once`` use of ``CelerySteps``: store, clock, settings."""
+    """What ``TimerPoller``/``poll_once`` use of the runtime: store, clock, settings and a
+    transport whose batches publish nothing (the recorder stands in for dispatch)."""
     return SimpleNamespace(
         store=RedisStore.from_url(url, namespace=namespace),
         clock=Clock(),
         settings=Settings(namespace=namespace),
-        # no broker: poll_once then takes no producer for its batch
-        app=SimpleNamespace(conf=SimpleNamespace(task_always_eager=True)),
+        transport=SimpleNamespace(batch=lambda: nullcontext(None)),
     )
 
 
@@ -111,7 +112,7 @@ def lateness_scenario(
         real_steps.settings.namespace if real_steps else f"bench_t{random.randrange(1 << 30)}"
     )
     if real_steps is not None:
-        fakes: list[Any] = [real_steps] * pollers  # one CelerySteps, as in one worker process
+        fakes: list[Any] = [real_steps.runtime] * pollers  # one runtime, as in one worker
         recorder = Recorder(then=poller_mod.dispatch)
     else:
         fakes = [_stand_in(url, namespace) for _ in range(pollers)]
@@ -271,9 +272,8 @@ def sleeper_bytes(url: str, runs: int) -> dict[str, Any]:
     ):
         # warm-up: 20 sleepers (imports, scripts, connections, kombu keys), then the baseline
         warm = steps.send([{"name": "bench/sleep", "data": {"i": -i}} for i in range(1, 21)])
-        wait_all(
-            client, [steps.store.run_key(run_id_for("sleeper", e)) for e in warm], b"sleeping", 60
-        )
+        store = steps.runtime.store
+        wait_all(client, [store.run_key(run_id_for("sleeper", e)) for e in warm], b"sleeping", 60)
         time.sleep(1.0)
         census0 = memory_census(client, ns)
         mem0 = client.info("memory")
@@ -285,7 +285,7 @@ def sleeper_bytes(url: str, runs: int) -> dict[str, Any]:
                 for i in range(start, min(runs, start + 1000))
             ]
             event_ids.extend(steps.send(batch))
-        run_keys = [steps.store.run_key(run_id_for("sleeper", e)) for e in event_ids]
+        run_keys = [steps.runtime.store.run_key(run_id_for("sleeper", e)) for e in event_ids]
         wait_all(client, run_keys, b"sleeping", 600)
         out["start_s"] = time.monotonic() - t0
         # let the worker ack the last messages (acks_late) and kombu settle

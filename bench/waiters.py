@@ -18,7 +18,7 @@ is started by ``steps.send`` (batches of 1,000), each run with its own ``data.n`
 until it waits. Then, for 1 waiting run and for N waiting runs, ~20 samples each of:
 
 - **routing cost**: ``steps.send("bench/answer", data={"n": k})`` with the routing task's
-  publish switched off, then ``steps.route(event_id)`` timed alone in this thread (finding
+  publish switched off, then ``steps.runtime.route(event_id)`` timed alone in this thread (finding
   the waiter, resolving its step, publishing the resume task), plus the Redis commands it
   ran (``INFO commandstats`` diff) and the client round trips. The resume task is published
   as usual but to a queue no worker reads (then re-sent for real once timed), so the
@@ -53,7 +53,7 @@ from celery.signals import task_postrun
 
 from bench.step_overhead import RedisServer, pct
 from celery_steps import CelerySteps, Context
-from celery_steps.routing import run_id_for
+from celery_steps.runtime.runs import run_id_for
 
 DONE = "bench:done:"
 PARKED = "bench.parked"
@@ -144,7 +144,7 @@ class Bench:
         return run_id_for("waiter", event_id)
 
     def status(self, run_id: str) -> str:
-        raw = self.client.hget(self.steps.store.run_key(run_id), "status")
+        raw = self.client.hget(self.steps.runtime.store.run_key(run_id), "status")
         return raw.decode() if raw else "?"
 
     def start_one(self, n: int) -> str:
@@ -158,12 +158,12 @@ class Bench:
         return run_id
 
     def route_only(self, n: int, run_id: str) -> tuple[float, int, int]:
-        """Time ``steps.route`` alone; returns (seconds, Redis commands, round trips)."""
-        self.steps._publish_route = lambda event_id: None  # type: ignore[method-assign]
+        """Time ``steps.runtime.route`` alone; returns (seconds, Redis commands, round trips)."""
+        self.steps.runtime._publish_route = lambda event_id: None  # type: ignore[method-assign]
         try:
             (event_id,) = self.steps.send("bench/answer", data={"n": n})
         finally:
-            del self.steps._publish_route
+            del self.steps.runtime._publish_route
         parked: list[tuple[str, str]] = []
         app = self.app
 
@@ -174,22 +174,22 @@ class Bench:
             app.tasks[self.fn.task_name].apply_async(args=[resumed], queue=PARKED)
 
         time.sleep(SETTLE)
-        self.steps.enqueue = park  # type: ignore[method-assign]
+        self.steps.runtime.enqueue = park  # type: ignore[method-assign]
         try:
             c0 = commands_total(self.client)
             rt0 = RoundTrips.count
             t0 = time.perf_counter()
-            self.steps.route(event_id)
+            self.steps.runtime.route(event_id)
             t1 = time.perf_counter()
             rt1 = RoundTrips.count
             c1 = commands_total(self.client)
         finally:
-            del self.steps.enqueue
+            del self.steps.runtime.enqueue
         self.client.delete(PARKED)
         if set(parked) != {("waiter", run_id)}:
             raise RuntimeError(f"routing resumed {parked}, not {run_id}")
         self.parked_counts.append(len(parked))
-        self.steps.enqueue("waiter", run_id)
+        self.steps.runtime.enqueue("waiter", run_id)
         self.await_done(run_id)
         return t1 - t0, c1 - c0, rt1 - rt0
 
@@ -269,7 +269,7 @@ class Bench:
             time.sleep(0.1)
         took = time.monotonic() - t0
         statuses: Counter[str] = Counter()
-        keys = [self.steps.store.run_key(self.run_id(e)) for e in ids]
+        keys = [self.steps.runtime.store.run_key(self.run_id(e)) for e in ids]
         for start in range(0, len(keys), 5000):
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys[start : start + 5000]:
@@ -380,8 +380,8 @@ def _run(url: str, n_runs: int, args: argparse.Namespace) -> int:
     print(f"\n## event to resume, 1 vs {n_eff:,} waiting runs ({args.samples} samples each; ms)\n")
     print("| figure | waiting runs | p50 | p90 | p99 |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| `steps.route(event_id)` alone | 1 | {_ms(one['route'])} |")
-    print(f"| `steps.route(event_id)` alone | {n_eff:,} | {_ms(many['route'])} |")
+    print(f"| `steps.runtime.route(event_id)` alone | 1 | {_ms(one['route'])} |")
+    print(f"| `steps.runtime.route(event_id)` alone | {n_eff:,} | {_ms(many['route'])} |")
     print(f"| `steps.send` -> run `completed` | 1 | {_ms(one['e2e'])} |")
     print(f"| `steps.send` -> run `completed` | {n_eff:,} | {_ms(many['e2e'])} |")
     r_route = statistics.median(many["route"]) / statistics.median(one["route"])
@@ -419,7 +419,7 @@ def _run(url: str, n_runs: int, args: argparse.Namespace) -> int:
         )
     )
     print(
-        "resume tasks published while one timed `steps.route` ran (per sample): "
+        "resume tasks published while one timed `steps.runtime.route` ran (per sample): "
         + ", ".join(map(str, parked_counts))
     )
 

@@ -236,7 +236,7 @@ def format_run(run: Run, outputs: dict[str, Any] | None = None) -> str:
 
 
 def _step_outputs(ext: CelerySteps, run_id: str) -> dict[str, Any]:
-    record = ext.store.load_run(run_id)
+    record = ext.runtime.store.load_run(run_id)
     if record is None:
         return {}
     return {key: state["result"] for key, state in record.steps.items()

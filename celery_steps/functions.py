@@ -7,8 +7,9 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from celery_steps.context import Context
 from celery_steps.crons import CronSchedule, parse_cron
 from celery_steps.durations import parse_duration
 from celery_steps.errors import ConfigurationError
@@ -32,15 +33,19 @@ from celery_steps.options import (
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from celery_steps.context import Context
-    from celery_steps.extension import CelerySteps
-
 log = logging.getLogger("celery_steps.functions")
 FUNCTION_ID = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 EVENT_PATTERN = re.compile(r"[^\s*]+(/\*)?|\*")
 TASK_PREFIX = "celery_steps.fn."
 
-Handler = Callable[["Context"], Any]
+Handler = Callable[[Context], Any]
+
+
+class RunStarter(Protocol):
+    """What ``fn.invoke()`` calls: the runtime that starts runs."""
+
+    def start_run(self, fn: Function, *, data: dict[str, Any] | None = None,
+                  user: dict[str, Any] | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class Function:
     crons: tuple[CronSchedule, ...] = ()
     internal: bool = False
     idempotency: Expression | None = None
-    _steps: CelerySteps | None = field(default=None, repr=False)
+    _starter: RunStarter | None = field(default=None, repr=False)
 
     @property
     def task_name(self) -> str:
@@ -96,9 +101,9 @@ class Function:
         self, data: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None
     ) -> str:
         """Start a run of this function directly; returns its run id."""
-        if self._steps is None:
+        if self._starter is None:
             raise ConfigurationError(f"function {self.id!r} is not attached to a CelerySteps app")
-        return self._steps.start_run(self, data=data, user=user)
+        return self._starter.start_run(self, data=data, user=user)
 
     def event_triggers(self) -> Iterable[TriggerEvent]:
         return (t for t in self.triggers if isinstance(t, TriggerEvent))
@@ -142,27 +147,30 @@ def normalize_triggers(function_id: str, trigger: Trigger | Sequence[Trigger]) -
     return tuple(out)
 
 
-def build_function(
-    steps: CelerySteps,
-    handler: Handler,
-    *,
-    id: str,
-    trigger: Trigger | Sequence[Trigger],
-    retries: int,
-    name: str | None,
-    queue: str | None,
-    on_failure: Handler | None,
-    cancel_on: Sequence[CancelOn] | None,
-    timeouts: Timeouts | None,
-    flow: FlowControl,
-) -> Function:
+@dataclass(frozen=True)
+class Declaration:
+    """Everything ``@steps.function(...)`` was given, before validation."""
+
+    id: str
+    trigger: Trigger | Sequence[Trigger]
+    retries: int = 4
+    on_failure: Handler | None = None
+    cancel_on: Sequence[CancelOn] | None = None
+    timeouts: Timeouts | None = None
+    flow: FlowControl = field(default_factory=FlowControl)
+    queue: str | None = None
+    name: str | None = None
+
+
+def build_function(handler: Handler, spec: Declaration, starter: RunStarter | None) -> Function:
     """Validate everything about a declaration and return the Function (not yet registered)."""
-    function_id = validate_id(id)
+    function_id = validate_id(spec.id)
     if not callable(handler):
         raise ConfigurationError(f"function {function_id!r}: the handler must be callable")
+    retries = spec.retries
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise ConfigurationError(f"function {function_id!r}: retries must be an int in 0..100")
-    triggers = normalize_triggers(function_id, trigger)
+    triggers = normalize_triggers(function_id, spec.trigger)
     conditions: dict[TriggerEvent, Expression] = {}
     crons: list[CronSchedule] = []
     for t in triggers:
@@ -170,41 +178,47 @@ def build_function(
             conditions[t] = Expression(t.if_exp, what=f"if_exp of function {function_id!r}")
         elif isinstance(t, TriggerCron):
             crons.append(parse_cron(t.cron, t.tz, function_id=function_id))
+    flow = _check_flow(function_id, spec.flow)
     fn = Function(
         id=function_id,
         handler=handler,
         triggers=triggers,
         retries=retries,
-        name=name or str(getattr(handler, "__name__", function_id)),
-        queue=queue,
-        cancel_on=tuple(_compile_cancel(function_id, c) for c in cancel_on or ()),
-        timeouts=_check_timeouts(function_id, timeouts),
-        flow=_check_flow(function_id, flow),
+        name=spec.name or str(getattr(handler, "__name__", function_id)),
+        queue=spec.queue,
+        cancel_on=tuple(_compile_cancel(function_id, c) for c in spec.cancel_on or ()),
+        timeouts=_check_timeouts(function_id, spec.timeouts),
+        flow=flow,
         conditions=conditions,
         crons=tuple(crons),
         idempotency=(None if flow.idempotency is None else
                      Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")),
-        _steps=steps,
+        _starter=starter,
     )
     _warn_unenforced(function_id, flow)
-    if on_failure is not None:
-        if not callable(on_failure):
-            raise ConfigurationError(f"function {function_id!r}: on_failure must be callable")
-        failed_trigger = TriggerEvent(
-            FUNCTION_FAILED, if_exp=f"event.data.function_id == {json.dumps(function_id)}"
-        )
-        fn.on_failure = Function(
-            id=f"{function_id}/on-failure"[:128],
-            handler=on_failure,
-            triggers=(failed_trigger,),
-            retries=retries,
-            name=f"{fn.name} (on_failure)",
-            queue=queue,
-            conditions={failed_trigger: Expression(failed_trigger.if_exp or "", what="on_failure")},
-            internal=True,
-            _steps=steps,
-        )
+    if spec.on_failure is not None:
+        fn.on_failure = _failure_handler(fn, spec.on_failure, starter)
     return fn
+
+
+def _failure_handler(fn: Function, handler: Handler, starter: RunStarter | None) -> Function:
+    """The internal function that runs ``on_failure`` when a run of ``fn`` fails for good."""
+    if not callable(handler):
+        raise ConfigurationError(f"function {fn.id!r}: on_failure must be callable")
+    failed_trigger = TriggerEvent(
+        FUNCTION_FAILED, if_exp=f"event.data.function_id == {json.dumps(fn.id)}"
+    )
+    return Function(
+        id=f"{fn.id}/on-failure"[:128],
+        handler=handler,
+        triggers=(failed_trigger,),
+        retries=fn.retries,
+        name=f"{fn.name} (on_failure)",
+        queue=fn.queue,
+        conditions={failed_trigger: Expression(failed_trigger.if_exp or "", what="on_failure")},
+        internal=True,
+        _starter=starter,
+    )
 
 
 UNENFORCED = ("priority",)
@@ -223,14 +237,20 @@ def _warn_unenforced(function_id: str, flow: FlowControl) -> None:
 def _compile_cancel(function_id: str, option: CancelOn) -> CompiledCancel:
     if not isinstance(option, CancelOn):
         raise ConfigurationError(f"function {function_id!r}: cancel_on takes CancelOn objects")
-    parts = [match_to_expression(option.match)] if option.match else []
-    if option.if_exp:
+    what = f"cancel_on of function {function_id!r}"
+    parts = []
+    if option.match is not None:
+        try:
+            parts.append(match_to_expression(option.match))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{what}: {exc}") from None
+    if option.if_exp is not None:
+        Expression(option.if_exp, variables=("event", "async"), what=f"if_exp of {what}")
         parts.append(f"({option.if_exp})")
     source = " && ".join(parts) or "true"
-    condition = Expression(
-        source, variables=("event", "async"), what=f"cancel_on of function {function_id!r}"
-    )
-    timeout = parse_duration(option.timeout, what="cancel_on timeout") if option.timeout else None
+    condition = Expression(source, variables=("event", "async"), what=what)
+    timeout = (None if option.timeout is None else
+               parse_duration(option.timeout, what=f"timeout of {what}"))
     return CompiledCancel(option, condition, timeout)
 
 
@@ -262,7 +282,7 @@ def _check_flow(function_id: str, flow: FlowControl) -> FlowControl:
                 f"function {function_id!r}: {attr} must be a {cls.__name__} object"
             )
         key = getattr(value, "key", None) if value is not None else None
-        if key:
+        if key is not None:
             Expression(key, what=f"{attr}.key of function {function_id!r}")
     for attr in ("concurrency", "throttle", "rate_limit", "batch_events"):
         value = getattr(flow, attr)

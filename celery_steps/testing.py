@@ -26,8 +26,10 @@ from celery_steps.clock import FakeClock
 from celery_steps.events import Event
 from celery_steps.extension import CelerySteps
 from celery_steps.functions import Function
-from celery_steps.integration.poller import poll_once
+from celery_steps.integration import register_function
 from celery_steps.runs import Run, StepRecord
+from celery_steps.runtime import Runtime
+from celery_steps.runtime.timers import poll_once
 
 
 @dataclass
@@ -64,20 +66,27 @@ def eager_steps(clock: FakeClock | None = None, **conf: Any) -> CelerySteps:
     return CelerySteps(app, clock=clock or FakeClock())
 
 
+def fire_timers(steps: CelerySteps) -> int:
+    """Fire every timer due now on ``steps.clock`` (sleeps, retries, timeouts, delayed
+    events); returns how many fired. Use after ``clock.advance(...)``."""
+    return poll_once(steps.runtime)
+
+
 def settle(steps: CelerySteps, run_id: str, *, max_jumps: int = 1000,
            waits: Mapping[str, Any] | None = None) -> Run:
     """Drive a run to its end: jump the fake clock to each due timer and fire it."""
     clock = steps.clock
     assert isinstance(clock, FakeClock), "settle() needs a CelerySteps with a FakeClock"
+    runtime = steps.runtime
     for _ in range(max_jumps):
-        poll_once(steps)
+        poll_once(runtime)
         # stubs are delivered the moment a wait is reached, before time jumps to its timeout
         while waits and _deliver_stubs(steps, run_id, waits):
-            poll_once(steps)
+            poll_once(runtime)
         run = steps.get_run(run_id)
         if run.ended:
             return run
-        due = steps.store.next_due()
+        due = runtime.store.next_due()
         if due is None:
             return run
         if due > clock.now_ms():
@@ -87,7 +96,8 @@ def settle(steps: CelerySteps, run_id: str, *, max_jumps: int = 1000,
 
 def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) -> bool:
     """Resolve every reached wait that has a stub; True when one was delivered."""
-    record = steps.store.load_run(run_id)
+    runtime = steps.runtime
+    record = runtime.store.load_run(run_id)
     if record is None:
         return False
     delivered = False
@@ -103,8 +113,7 @@ def _deliver_stubs(steps: CelerySteps, run_id: str, waits: Mapping[str, Any]) ->
                     event = event.model_copy(update={"ts": steps.clock.now_ms()})
                 result = event.model_dump()
             update = {"status": "completed", "result": result, "ended_at": steps.clock.now_ms()}
-            if steps.store.resolve_step(run_id, key, update, wake_at=steps.safety_wake_at()):
-                steps.enqueue(record.function_id, run_id)
+            if runtime.resolve_and_wake(run_id, record.function_id, key, update):
                 delivered = True
     return delivered
 
@@ -124,21 +133,22 @@ def run_function(
 ) -> TestResult:
     """Run ``fn``'s handler to the end in-process; see the module docstring."""
     steps = eager_steps(clock, steps_retry_backoff_base=0.001, **conf)
-    from celery_steps.integration import register_function
+    runtime = steps.runtime
 
     # every function of fn's app comes along, so ctx.step.invoke of a sibling works
-    siblings = list(fn._steps.registry.by_id.values()) if fn._steps is not None else []
-    copy = replace(fn, on_failure=None, _steps=steps)
+    origin = fn._starter
+    siblings = list(origin.registry.by_id.values()) if isinstance(origin, Runtime) else []
+    copy = replace(fn, on_failure=None, _starter=runtime)
     for item in [copy, *(s for s in siblings if s.id != fn.id and not s.internal)]:
-        clone = item if item is copy else replace(item, on_failure=None, _steps=steps)
-        steps.registry.add(clone)
-        register_function(steps, clone)
+        clone = item if item is copy else replace(item, on_failure=None, _starter=runtime)
+        runtime.register(clone)
+        register_function(steps.app, runtime, clone)
     trigger = _as_event(event) if event is not None else Event(
         name=next((t.event for t in copy.event_triggers()), "test/run"), data=dict(data or {}))
     if "ts" not in trigger.model_fields_set:
         trigger = trigger.model_copy(update={"ts": steps.clock.now_ms()})
     run_id = f"test-{trigger.id}"
-    steps.create_and_enqueue(copy, run_id, [trigger.model_dump()])
+    runtime.create_and_enqueue(copy, run_id, [trigger.model_dump()])
     run = settle(steps, run_id, waits=waits)
     assert isinstance(steps.clock, FakeClock)
     return TestResult(run, steps, steps.clock)

@@ -7,118 +7,30 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 from celery_steps.clock import Clock
-from celery_steps.context import Context, ReplayAwareLogger
-from celery_steps.engine.backoff import backoff_seconds
+from celery_steps.context import Context
 from celery_steps.engine.interrupts import BranchDone, Planned, Stop, Suspend
+from celery_steps.engine.runlog import ReplayAwareLogger
+from celery_steps.engine.scope import RunScope, Services
 from celery_steps.engine.serialization import round_trip
 from celery_steps.engine.steps import StepTools
 from celery_steps.errors import (
     CeleryStepsError,
     NonRetriableError,
-    RetryAfterError,
     SerializationError,
     StepError,
     error_dict,
 )
 from celery_steps.events import Event
-from celery_steps.store.base import (
-    RESUME_SAFETY_MS,
-    Outcome,
-    RunRecord,
-    StateStore,
-    Suspension,
-)
-
-if TYPE_CHECKING:
-    from celery_steps.functions import Function
-    from celery_steps.settings import Settings
+from celery_steps.functions import Function
+from celery_steps.settings import Settings
+from celery_steps.store.base import Outcome, RunRecord, StateStore, Suspension
 
 log = logging.getLogger("celery_steps.executor")
 user_log = logging.getLogger("celery_steps.run")
-
-
-class Services(Protocol):
-    """What the engine needs from the Celery glue (implemented by CelerySteps)."""
-
-    def send_step_events(self, events: Any, seed: str) -> list[str]: ...
-    def start_child(self, parent: RunRecord, function: Any, data: Any, step_key: str) -> str: ...
-    def send_task_step(self, run: RunRecord, task: Any, args: Any, kwargs: Any,
-                       step_key: str) -> str: ...
-    def run_parallel(self, scope: RunScope, tools: StepTools,
-                     callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]: ...
-    def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None: ...
-    def enqueue(self, function_id: str, run_id: str) -> None: ...
-    def cancel(self, run_id: str, *, reason: str = ...) -> None: ...
-
-
-@dataclass
-class RunScope:
-    """Everything one execution of a handler works with."""
-
-    store: StateStore
-    clock: Clock
-    settings: Settings
-    function: Function
-    run: RunRecord
-    token: str
-    services: Services
-    planning: bool = False
-    branch: str | None = None
-    fatal: CeleryStepsError | None = None
-
-    def retry_delay_ms(self, attempts: int, exc: BaseException) -> int:
-        if isinstance(exc, RetryAfterError):
-            seconds = exc.delay_seconds(self.clock.now())
-        else:
-            seconds = backoff_seconds(
-                attempts,
-                base=float(self.settings.retry_backoff_base),
-                cap=float(self.settings.retry_backoff_max),
-            )
-        return int(seconds * 1000)
-
-    def send_events(self, events: Any, seed: str) -> list[str]:
-        return self.services.send_step_events(events, seed)
-
-    def start_child(self, function: Any, data: Any, step_key: str) -> str:
-        return self.services.start_child(self.run, function, data, step_key)
-
-    def child_outcome(self, child_id: str) -> dict[str, Any] | None:
-        child = self.store.load_run(child_id)
-        if child is None:
-            return {"status": "failed", "error": {
-                "name": "RunNotFound", "message": f"invoked run {child_id} no longer exists"}}
-        if child.status == "completed":
-            return {"status": "completed", "result": child.output}
-        if child.status in ("failed", "cancelled"):
-            return {"status": "failed", "error": child.error or {
-                "name": "Cancelled", "message": f"invoked run {child_id} was {child.status}"}}
-        return None
-
-    def save_branch(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
-        """A parallel branch has no lease: write first-writer-wins and wake the parent."""
-        store = self.store
-        wake_at = self.clock.now_ms() + RESUME_SAFETY_MS  # the parent is also enqueued below
-        if not store.resolve_step(self.run.id, key, state, wake_at=wake_at):
-            fresh = store.load_run(self.run.id)
-            if fresh is None or key not in fresh.steps:
-                raise Stop("run gone")
-            state = fresh.steps[key]
-        self.run.steps[key] = state
-        self.services.enqueue(self.function.id, self.run.id)
-        return state
-
-    def send_task(self, task: Any, args: Any, kwargs: Any, step_key: str) -> str:
-        return self.services.send_task_step(self.run, task, args, kwargs, step_key)
-
-    def parallel(self, tools: StepTools, callables: tuple[Callable[[], Any], ...]) -> tuple[
-        Any, ...
-    ]:
-        return self.services.run_parallel(self, tools, callables)
 
 
 class LeaseKeeper:

@@ -6,10 +6,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from celery_steps.durations import parse_duration, parse_when, to_ms
 from celery_steps.engine.interrupts import Planned, Stop, Suspend
+from celery_steps.engine.parallel import run_parallel
+from celery_steps.engine.scope import RunScope
 from celery_steps.engine.serialization import round_trip
 from celery_steps.errors import (
     CeleryStepsError,
@@ -24,9 +26,6 @@ from celery_steps.errors import (
 from celery_steps.events import Event
 from celery_steps.expressions import Expression, match_key_at, match_to_expression
 from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
-
-if TYPE_CHECKING:
-    from celery_steps.engine.executor import RunScope
 
 T = TypeVar("T")
 log = logging.getLogger("celery_steps.steps")
@@ -315,7 +314,7 @@ class StepTools:
         now = self._now()
         seed = f"{self._scope.run.id}|{key}"
         try:
-            ids = self._scope.send_events(events, seed)
+            ids = self._scope.services.send_step_events(events, seed)
         except CeleryStepsError as exc:
             return self._fail(key, {"op": "send_event", "pos": pos, "attempts": 1,  # type: ignore[no-any-return]
                                     "started_at": now}, exc)
@@ -342,7 +341,8 @@ class StepTools:
             # recorded before the child starts: a fast child finds the step to resolve
             state = self._remember(key, state)
         if state["status"] not in FINAL and not state.get("sent"):
-            self._scope.start_child(function, data, key)  # same child id on every try
+            # the same child id on every try
+            self._scope.services.start_child(self._scope.run, function, data, key)
             state = self._remember(key, {**state, "sent": True})
         if state["status"] in FINAL:
             return self._replayed(key, state)
@@ -357,7 +357,7 @@ class StepTools:
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
         """Run zero-argument callables (each calling ``ctx.step.run``) as parallel steps."""
-        return self._scope.parallel(self, tuple(callables))
+        return run_parallel(self._scope, self, tuple(callables))
 
     def run_task(self, step_id: str, task: Any, *args: Any, **kwargs: Any) -> Any:
         """Send an existing Celery task and suspend, holding no worker, until it has a result."""
@@ -374,7 +374,7 @@ class StepTools:
                 "wake_at": None, "sent": False})
         if state["status"] not in FINAL and not state.get("sent"):
             # a publish that failed is sent again on the next attempt (same task id)
-            self._scope.send_task(task, args, kwargs, key)
+            self._scope.services.send_task_step(self._scope.run, task, args, kwargs, key)
             state = self._remember(key, {**state, "sent": True})
         if state["status"] in FINAL:
             return self._replayed(key, state)

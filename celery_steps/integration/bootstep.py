@@ -8,7 +8,15 @@ from typing import Any
 import click
 from celery import Celery, bootsteps
 
-from celery_steps.integration.poller import TimerPoller
+from celery_steps.runtime import Runtime
+from celery_steps.runtime.timers import TimerPoller
+
+RUNTIME_ATTR = "_celery_steps_runtime"
+
+
+def runtime_of(app: Celery) -> Runtime | None:
+    """The runtime ``install()`` put on ``app``, if any."""
+    return getattr(app, RUNTIME_ATTR, None)
 
 
 class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -22,12 +30,10 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.poller: TimerPoller | None = None
 
     def start(self, parent: Any) -> None:
-        from celery_steps.extension import CelerySteps
-
-        steps = CelerySteps.from_app(parent.app)
-        if self.disabled or not steps.settings.timer_poller:
+        runtime = runtime_of(parent.app)
+        if runtime is None or self.disabled or not runtime.settings.timer_poller:
             return
-        self.poller = TimerPoller(steps)
+        self.poller = TimerPoller(runtime)
         self.poller.start()
 
     def stop(self, parent: Any) -> None:

@@ -91,7 +91,7 @@ def test_celery_steps_settings_reach_the_extension(steps: CelerySteps) -> None:
     assert steps.settings.event_max_bytes == MAX_BYTES
     assert steps.settings.retry_backoff_base == 0.2
     assert steps.settings.timer_poller is False
-    assert steps.store.__class__.__name__ == "MemoryStore"
+    assert steps.runtime.store.__class__.__name__ == "MemoryStore"
 
 
 def test_send_on_commit_outside_a_transaction_sends_at_once(steps: CelerySteps) -> None:
@@ -99,7 +99,7 @@ def test_send_on_commit_outside_a_transaction_sends_at_once(steps: CelerySteps) 
 
     event_id = new_id()
     assert send_on_commit(steps, "shop/order.paid", order(), id=event_id) == [event_id]
-    assert steps.store.get_event(event_id) is not None
+    assert steps.runtime.store.get_event(event_id) is not None
     runs = steps.runs_for_event(event_id, timeout=5)
     assert sorted(run.function_id for run in runs) == ["loyalty-points", "process-order"]
 
@@ -113,9 +113,9 @@ def test_send_on_commit_waits_for_the_commit(steps: CelerySteps) -> None:
     with transaction.atomic():
         ids = send_on_commit(steps, "shop/order.paid", order(7), id=event_id)
         assert ids == [event_id]
-        assert steps.store.get_event(event_id) is None
-        assert steps.store.routed_runs(event_id) is None
-    assert steps.store.get_event(event_id) is not None
+        assert steps.runtime.store.get_event(event_id) is None
+        assert steps.runtime.store.routed_runs(event_id) is None
+    assert steps.runtime.store.get_event(event_id) is not None
     runs = steps.runs_for_event(event_id, timeout=5)
     assert sorted(run.function_id for run in runs) == ["loyalty-points", "process-order"]
     loyalty = next(run for run in runs if run.function_id == "loyalty-points")
@@ -132,8 +132,8 @@ def test_send_on_commit_waits_for_the_outermost_commit(steps: CelerySteps) -> No
     with transaction.atomic():
         with transaction.atomic():
             send_on_commit(steps, "shop/order.paid", order(), id=event_id)
-        assert steps.store.get_event(event_id) is None
-    assert steps.store.get_event(event_id) is not None
+        assert steps.runtime.store.get_event(event_id) is None
+    assert steps.runtime.store.get_event(event_id) is not None
 
 
 def test_send_on_commit_sends_nothing_on_rollback(steps: CelerySteps) -> None:
@@ -145,7 +145,7 @@ def test_send_on_commit_sends_nothing_on_rollback(steps: CelerySteps) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         send_on_commit(steps, "shop/order.paid", order(), id=event_id)
         raise RuntimeError("payment record could not be saved")
-    assert steps.store.get_event(event_id) is None
+    assert steps.runtime.store.get_event(event_id) is None
     assert steps.runs_for_event(event_id, timeout=0.05) == []
 
 
@@ -158,8 +158,8 @@ def test_send_on_commit_uses_the_given_database_alias(steps: CelerySteps) -> Non
     with transaction.atomic(using="default"):
         send_on_commit(steps, "shop/order.paid", order(), id=event_id, using="default")
         assert len(connections["default"].run_on_commit) == 1
-        assert steps.store.get_event(event_id) is None
-    assert steps.store.get_event(event_id) is not None
+        assert steps.runtime.store.get_event(event_id) is None
+    assert steps.runtime.store.get_event(event_id) is not None
 
 
 def test_send_on_commit_accepts_event_objects_and_lists(steps: CelerySteps) -> None:
@@ -173,8 +173,8 @@ def test_send_on_commit_accepts_event_objects_and_lists(steps: CelerySteps) -> N
               {"name": "shop/order.paid", "data": order(2), "id": second}]
     with transaction.atomic():
         assert send_on_commit(steps, events) == [first, second]
-    assert steps.store.get_event(first) is not None
-    assert steps.store.get_event(second) is not None
+    assert steps.runtime.store.get_event(first) is not None
+    assert steps.runtime.store.get_event(second) is not None
 
 
 @pytest.mark.parametrize(

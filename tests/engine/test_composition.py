@@ -180,14 +180,15 @@ def test_invoke_by_id_reaches_a_function_served_by_another_app_on_the_same_store
     other_app = Celery("other", set_as_current=False)
     other_app.conf.update(task_always_eager=True)
     other = CelerySteps(other_app, clock=steps.clock)
-    other._store = steps.store  # the memory store is per process: share it as Redis would
-    other._store_pid = steps._store_pid
+    # the memory store is per process: share it as Redis would
+    other.runtime._store = steps.runtime.store
+    other.runtime._store_pid = steps.runtime._store_pid
 
     @other.function(id="pricing", trigger="t/never")
     def pricing(ctx: Context) -> int:
         return 99
 
-    other.store.register_functions(["pricing"])
+    other.runtime.store.register_functions(["pricing"])
     steps.app.conf.task_routes = {"celery_steps.fn.pricing": {"queue": "pricing"}}
     sent: list[str] = []
     steps.app.send_task = lambda name, args=None, **kw: sent.append(name)  # type: ignore[method-assign]
@@ -217,7 +218,7 @@ def test_an_invoke_whose_child_could_not_start_starts_it_on_the_next_attempt(
         return ctx.step.invoke("call", function=kid)
 
     # given the first attempt to start the child fails (the broker is down)
-    real = steps.start_child
+    real = steps.runtime.start_child
     failures = iter([ConnectionError("broker down")])
 
     def flaky_start(*args: Any) -> str:
@@ -225,7 +226,7 @@ def test_an_invoke_whose_child_could_not_start_starts_it_on_the_next_attempt(
             raise exc
         return real(*args)
 
-    monkeypatch.setattr(steps, "start_child", flaky_start)
+    monkeypatch.setattr(steps.runtime, "start_child", flaky_start)
     run = settle(steps, start(steps, "t/guardian"))
 
     assert run.status == "completed" and run.output == "kid done"

@@ -9,7 +9,7 @@ from celery.schedules import crontab
 
 from celery_steps import CelerySteps, ConfigurationError, Context, TriggerCron
 from celery_steps.clock import FakeClock
-from celery_steps.integration.crons import fire_cron
+from celery_steps.integration.beat import fire_cron
 from celery_steps.testing import eager_steps
 
 
@@ -38,8 +38,8 @@ def test_a_tick_starts_one_run_even_when_two_beats_send_it() -> None:
     def morning(ctx: Context) -> str:
         return str(ctx.event.data["tick"])
 
-    first = fire_cron(steps, "morning", 0)
-    second = fire_cron(steps, "morning", 0)  # the other beat process
+    first = fire_cron(steps.runtime, "morning", 0)
+    second = fire_cron(steps.runtime, "morning", 0)  # the other beat process
     runs = steps.list_runs(function_id="morning")
 
     assert first == second == "cron:morning:2026-06-01T09:00"
@@ -56,7 +56,7 @@ def test_a_tick_outside_the_fire_minute_starts_nothing(steps: CelerySteps) -> No
     if now.minute in (0, 1, 2):
         steps.clock.advance(timedelta(minutes=10))  # type: ignore[attr-defined]
 
-    assert fire_cron(steps, "hourly", 0) is None
+    assert fire_cron(steps.runtime, "hourly", 0) is None
     assert steps.list_runs(function_id="hourly") == []
 
 
@@ -69,9 +69,9 @@ def test_a_cron_fires_once_on_the_night_clocks_go_back() -> None:
     def nightly(ctx: Context) -> None:
         return None
 
-    fire_cron(steps, "nightly", 0)
+    fire_cron(steps.runtime, "nightly", 0)
     clock.advance(timedelta(hours=1))
-    fire_cron(steps, "nightly", 0)
+    fire_cron(steps.runtime, "nightly", 0)
 
     assert len(steps.list_runs(function_id="nightly")) == 1
 

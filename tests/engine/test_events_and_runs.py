@@ -54,7 +54,7 @@ def test_routing_the_same_event_twice_creates_no_second_run(steps: CelerySteps) 
         return None
 
     [event_id] = steps.send("t/idem")
-    again = steps.route(event_id)
+    again = steps.runtime.route(event_id)
 
     assert [r.id for r in steps.runs_for_event(event_id)] == again
     assert len(steps.list_runs(function_id="idem")) == 1
@@ -170,9 +170,9 @@ def test_an_event_whose_routing_message_was_lost_is_routed_by_the_sweep(
     # when the broker is back and the sweep delay has passed
     monkeypatch.setattr(steps.app.tasks["celery_steps.route"], "apply_async", original)
     steps.clock.advance(steps.settings.route_sweep_after)  # type: ignore[attr-defined]
-    from celery_steps.integration.poller import poll_once
+    from celery_steps.runtime.timers import poll_once
 
-    poll_once(steps)
+    poll_once(steps.runtime)
 
     # then the event is routed once and its run completes
     [run] = steps.runs_for_event(event_id)

@@ -18,7 +18,7 @@ from celery_steps import (
     Throttle,
 )
 from celery_steps.clock import FakeClock
-from celery_steps.integration.poller import poll_once
+from celery_steps.runtime.timers import poll_once
 
 
 def started(steps: CelerySteps, function_id: str) -> int:
@@ -55,11 +55,11 @@ def test_a_throttle_queues_starts_beyond_the_rate_and_starts_them_later(
     assert [steps.get_run(r).status for r in runs] == ["completed", "queued", "queued"]
 
     clock.advance(10)
-    poll_once(steps)
+    poll_once(steps.runtime)
     assert [steps.get_run(r).status for r in runs] == ["completed", "completed", "queued"]
 
     clock.advance(10)
-    poll_once(steps)
+    poll_once(steps.runtime)
     assert [steps.get_run(r).output for r in runs] == [0, 1, 2]
 
 
@@ -76,7 +76,7 @@ def test_a_singleton_in_skip_mode_drops_new_runs_while_one_is_active(
     assert (len(first), len(skipped), len(other)) == (1, 0, 1)
 
     clock.advance(61)
-    poll_once(steps)
+    poll_once(steps.runtime)
     assert steps.get_run(first[0].id).status == "completed"
     assert len(steps.runs_for_event(steps.send("t/single", data={"acct": 1})[0])) == 1
 
@@ -127,7 +127,7 @@ def test_debounce_starts_one_run_after_the_burst_with_the_last_event(
     assert steps.get_run(run_ids.pop()).status == "queued"
 
     clock.advance(5)
-    poll_once(steps)
+    poll_once(steps.runtime)
 
     runs = {r.output for r in steps.list_runs(function_id="debounced")}
     assert runs == {2, 9}  # doc 1 ran once with its last revision; doc 2 on its own
@@ -145,7 +145,7 @@ def test_debounce_timeout_bounds_the_wait_after_the_first_event(
     for n in range(6):  # a steady stream, never 5 s apart
         steps.send("t/chatty", data={"n": n})
         clock.advance(2)
-        poll_once(steps)
+        poll_once(steps.runtime)
 
     # the first run started 8 s after the first event (t=8), with the latest event then (n=3);
     # the events after it (n=4, 5) collect in a new run
@@ -170,6 +170,6 @@ def test_batch_events_runs_once_per_full_batch_with_every_event(
     assert [r.output for r in full] == [[0, 1, 2]]
 
     clock.advance(60)
-    poll_once(steps)  # the partial batch starts at its timeout
+    poll_once(steps.runtime)  # the partial batch starts at its timeout
     outputs = sorted(r.output for r in steps.list_runs(function_id="batched"))
     assert outputs == [[0, 1, 2], [3, 4]]

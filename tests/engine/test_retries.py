@@ -72,16 +72,16 @@ def test_retry_backoff_is_a_durable_timer_about_a_second_then_doubling(
         ctx.step.run("flaky", lambda: 1 / 0)
 
     run_id = _run_of(steps, steps.send("t/backoff")[0])
-    store = steps.store
+    store = steps.runtime.store
     assert isinstance(store, MemoryStore)
     delays = []
     for _ in range(3):
         due = store.timer_members()[f"r|backoff|{run_id}"]
         delays.append(due - clock.now_ms())
         clock.advance(timedelta(milliseconds=due - clock.now_ms()))
-        from celery_steps.integration.poller import poll_once
+        from celery_steps.runtime.timers import poll_once
 
-        poll_once(steps)
+        poll_once(steps.runtime)
 
     assert 800 <= delays[0] <= 1200
     assert 1600 <= delays[1] <= 2400
@@ -102,7 +102,7 @@ def test_retry_after_error_sets_the_next_attempt_time(
         return ctx.step.run("call", rate_limited, ctx)
 
     run_id = _run_of(steps, steps.send("t/ra")[0])
-    store = steps.store
+    store = steps.runtime.store
     assert isinstance(store, MemoryStore)
 
     assert store.timer_members()[f"r|retry-after|{run_id}"] - clock.now_ms() == 600_000

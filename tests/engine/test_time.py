@@ -9,7 +9,7 @@ import pytest
 
 from celery_steps import CancelOn, CelerySteps, Context, Event, Timeouts
 from celery_steps.clock import FakeClock
-from celery_steps.integration.poller import poll_once
+from celery_steps.runtime.timers import poll_once
 from celery_steps.testing import settle
 
 
@@ -32,12 +32,12 @@ def test_a_seven_day_sleep_holds_no_worker_and_wakes_once(
     assert steps.get_run(run_id).status == "sleeping"
 
     clock.advance(timedelta(days=7) - timedelta(seconds=1))
-    poll_once(steps)
+    poll_once(steps.runtime)
     assert steps.get_run(run_id).status == "sleeping"
 
     clock.advance(1)
-    poll_once(steps)
-    poll_once(steps)
+    poll_once(steps.runtime)
+    poll_once(steps.runtime)
     run = steps.get_run(run_id)
     assert run.status == "completed"
     assert after == [1]
@@ -114,7 +114,7 @@ def test_wait_for_event_returns_none_on_timeout(steps: CelerySteps, clock: FakeC
     run_id = start(steps, "shop/order.created", {"order_id": 1})
 
     clock.advance(timedelta(days=2))
-    poll_once(steps)
+    poll_once(steps.runtime)
     steps.send("shop/order.approved", data={"order_id": 1, "by": "late"})  # after the timeout
 
     run = steps.get_run(run_id)
@@ -140,7 +140,7 @@ def test_an_event_and_a_timeout_racing_resolve_to_one_outcome(
     clock.advance(timedelta(days=2))  # the timeout is due but not yet processed
 
     steps.send("shop/order.approved", data={"order_id": 5, "by": "ann"})
-    poll_once(steps)
+    poll_once(steps.runtime)
 
     run = steps.get_run(run_id)
     assert run.status == "completed"
@@ -210,7 +210,7 @@ def test_an_event_with_a_future_ts_triggers_at_that_time(
     assert steps.runs_for_event(event_id, timeout=0.05) == []
 
     clock.advance(timedelta(hours=1))
-    poll_once(steps)
+    poll_once(steps.runtime)
 
     [run] = steps.runs_for_event(event_id)
     assert run.output == due
@@ -249,6 +249,6 @@ def test_a_match_path_missing_from_the_trigger_never_matches_and_breaks_nothing(
     steps.send("shop/order.approved", data={"by": "ann"})
 
     # then routing works, and neither run is resumed or cancelled by a missing value
-    assert steps.store.routed_runs(event_id) == []
+    assert steps.runtime.store.routed_runs(event_id) == []
     assert steps.get_run(waiting).status == "waiting"
     assert steps.get_run(sleeping).status == "sleeping"

@@ -112,8 +112,8 @@ def test_a_duplicate_delivery_of_a_running_run_does_not_execute_it_twice(
     [event_id] = steps.send("t/slow-step")
     [run] = steps.runs_for_event(event_id)
     wait_until(lambda: CALLS.get("slow-step") == 1, message="the slow step to start")
-    steps.enqueue("slow-step", run.id)  # what a broker redelivery looks like
-    steps.enqueue("slow-step", run.id)
+    steps.runtime.enqueue("slow-step", run.id)  # what a broker redelivery looks like
+    steps.runtime.enqueue("slow-step", run.id)
 
     assert steps.wait_for_run(run.id, timeout=20).output == 1
     assert CALLS["slow-step"] == 1

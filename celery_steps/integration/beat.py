@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+from celery import Celery
 from celery.schedules import crontab
 
 from celery_steps.events import CRON_EVENT, Event
-
-if TYPE_CHECKING:
-    from celery_steps.extension import CelerySteps
-    from celery_steps.functions import Function
+from celery_steps.functions import Function
+from celery_steps.integration.transport import CRON_TASK
+from celery_steps.runtime import Runtime
 
 log = logging.getLogger("celery_steps.crons")
 CATCH_UP = timedelta(minutes=2)
@@ -29,12 +28,10 @@ def entry_name(fn: Function, index: int) -> str:
     return f"celery_steps.cron.{fn.id}.{index}"
 
 
-def add_beat_entries(steps: CelerySteps, fn: Function) -> None:
-    from celery_steps.integration.tasks import CRON_TASK
-
-    schedule = steps.app.conf.beat_schedule
+def add_beat_entries(app: Celery, fn: Function) -> None:
+    schedule = app.conf.beat_schedule
     if schedule is None:
-        schedule = steps.app.conf.beat_schedule = {}
+        schedule = app.conf.beat_schedule = {}
     for index, _ in enumerate(fn.crons):
         schedule[entry_name(fn, index)] = {
             "task": CRON_TASK,
@@ -44,14 +41,14 @@ def add_beat_entries(steps: CelerySteps, fn: Function) -> None:
         }
 
 
-def fire_cron(steps: CelerySteps, function_id: str, index: int) -> str | None:
+def fire_cron(runtime: Runtime, function_id: str, index: int) -> str | None:
     """Start the run for the latest due tick, once. Returns the event id when one was due."""
-    fn = steps.registry.by_id.get(function_id)
+    fn = runtime.registry.by_id.get(function_id)
     if fn is None or index >= len(fn.crons):
         log.warning("cron tick for unknown function %r ignored", function_id)
         return None
     schedule = fn.crons[index]
-    now = steps.clock.now()
+    now = runtime.clock.now()
     fire = schedule.latest_at_or_before(now)
     if fire is None or now - fire > CATCH_UP:
         return None
@@ -61,8 +58,8 @@ def fire_cron(steps: CelerySteps, function_id: str, index: int) -> str | None:
         id=f"cron:{fn.id}:{tick}",
         data={"cron": schedule.expression, "tz": schedule.tz_name, "tick": tick,
               "function_id": fn.id},
-        ts=steps.clock.now_ms(),
+        ts=runtime.clock.now_ms(),
     )
-    run_id = steps.start_cron_run(fn, event)
+    run_id = runtime.start_cron_run(fn, event)
     log.info("cron tick %s of %s: run %s", tick, fn.id, run_id)
     return event.id

@@ -1,7 +1,7 @@
-"""``ctx.step.parallel``: branches run as separate Celery tasks on any worker.
+"""``ctx.step.parallel``: branches run as separate tasks on any worker.
 
 The parent plans each branch (calls it with ``step.run`` answering "plan" instead of running),
-records the branch steps at their positions, sends one ``celery_steps.branch`` task per branch
+records the branch steps at their positions, sends one branch task per branch
 and suspends. A branch task replays the handler up to ``parallel``, runs only its own step and
 writes it first-writer-wins without the parent's lease, then wakes the parent. The parent
 resumes when every branch step is final (no chord: the stored step states are the counter);
@@ -11,19 +11,26 @@ a branch whose task was lost is sent again after ``steps_lease_ttl`` x 4.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from celery_steps.engine.interrupts import BranchDone, Planned, Suspend
+from celery_steps.engine.scope import RunScope
 from celery_steps.errors import NonRetriableError
 from celery_steps.store.base import FINAL, Suspension
 
-if TYPE_CHECKING:
-    from celery_steps.engine.executor import RunScope
-    from celery_steps.engine.steps import StepTools
-    from celery_steps.extension import CelerySteps
+Point = tuple[int, dict[str, int]]
 
 
-def run_parallel(steps: CelerySteps, scope: RunScope, tools: StepTools,
+class StepCursor(Protocol):
+    """The part of the step tools ``parallel`` drives: where the handler is in its steps."""
+
+    def checkpoint(self) -> Point: ...
+    def restore(self, point: Point) -> None: ...
+    def position_of(self, key: str) -> int: ...
+    def save_state(self, key: str, state: dict[str, Any]) -> None: ...
+
+
+def run_parallel(scope: RunScope, tools: StepCursor,
                  callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]:
     """Return every branch's result, or dispatch the unfinished branches and suspend."""
     if not all(callable(c) for c in callables):
@@ -45,11 +52,11 @@ def run_parallel(steps: CelerySteps, scope: RunScope, tools: StepTools,
         return tuple(results)
     if scope.branch is not None:
         _run_own_branch(scope, tools, pending)
-    _dispatch(steps, scope, tools, pending)
+    _dispatch(scope, tools, pending)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run_own_branch(scope: RunScope, tools: StepTools,
+def _run_own_branch(scope: RunScope, tools: StepCursor,
                     pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
     entry = pending.get(scope.branch or "")
     if entry is not None:
@@ -59,12 +66,10 @@ def _run_own_branch(scope: RunScope, tools: StepTools,
     raise BranchDone(scope.branch or "")
 
 
-def _dispatch(steps: CelerySteps, scope: RunScope, tools: StepTools,
+def _dispatch(scope: RunScope, tools: StepCursor,
               pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
-    from celery_steps.integration.tasks import BRANCH_TASK
-
-    now = steps.clock.now_ms()
-    redispatch = int(float(steps.settings.lease_ttl) * 4000)
+    now = scope.clock.now_ms()
+    redispatch = int(float(scope.settings.lease_ttl) * 4000)
     wake_at = now + redispatch
     for key in pending:
         state = scope.run.steps.get(key)
@@ -80,5 +85,5 @@ def _dispatch(steps: CelerySteps, scope: RunScope, tools: StepTools,
         fresh = {"op": "run", "pos": tools.position_of(key), "status": "queued",
                  "attempts": 0, "started_at": now, **(state or {}), "dispatched_at": now}
         tools.save_state(key, fresh)
-        steps.app.tasks[BRANCH_TASK].apply_async(args=[scope.function.id, scope.run.id, key])
+        scope.services.send_branch(scope.function.id, scope.run.id, key)
     raise Suspend(Suspension("waiting", wake_at))

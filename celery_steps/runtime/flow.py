@@ -24,29 +24,19 @@ points at it) until it starts, which closes the gate; the next event opens a new
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from celery_steps.durations import parse_duration, to_ms
-from celery_steps.expressions import Expression
-
-if TYPE_CHECKING:
-    from celery_steps.extension import CelerySteps
-    from celery_steps.functions import Function
+from celery_steps.functions import Function
+from celery_steps.runtime.gates import gate as gate_name
+from celery_steps.runtime.lifecycle import Lifecycle
 
 log = logging.getLogger("celery_steps.flow")
-_keys: dict[str, Expression] = {}
 
 
-def gate(steps: CelerySteps, kind: str, fn: Function, key: str | None,
+def gate(life: Lifecycle, kind: str, fn: Function, key: str | None,
          event: dict[str, Any]) -> str:
-    """The store key of a function's gate for this event's key value."""
-    value = ""
-    if key:
-        expr = _keys.get(key)
-        if expr is None:
-            expr = _keys[key] = Expression(key, what=f"{kind} key")
-        value = expr.key(event=event) or ""
-    return f"{steps.settings.namespace}:gate:{kind}:{fn.id}:{value}"
+    return gate_name(life.settings.namespace, kind, fn, key, event)
 
 
 def has_admission(fn: Function) -> bool:
@@ -54,54 +44,46 @@ def has_admission(fn: Function) -> bool:
     return any(x is not None for x in (flow.rate_limit, flow.throttle, flow.singleton))
 
 
-def admit(steps: CelerySteps, fn: Function, event: dict[str, Any], run_id: str) -> int | None:
+def admit(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> int | None:
     """Whether a new run of ``fn`` may start: None to skip it, else ms to wait first."""
-    flow, store, now = fn.flow, steps.store, steps.clock.now_ms()
+    flow, store, now = fn.flow, life.store, life.clock.now_ms()
     if flow.rate_limit is not None:
         option = flow.rate_limit
         period = to_ms(parse_duration(option.period))
-        if store.admit(gate(steps, "rate", fn, option.key, event), mode="rate",
+        if store.admit(gate(life, "rate", fn, option.key, event), mode="rate",
                        limit=option.limit, period_ms=period, burst=1, now=now) < 0:
             log.info("rate limit of %s reached: event %s starts no run", fn.id, event["id"])
             return None
     if flow.singleton is not None:
         option_s = flow.singleton
-        single = gate(steps, "single", fn, option_s.key, event)
+        single = gate(life, "single", fn, option_s.key, event)
         holder = store.claim_singleton(single, run_id)
         if holder is not None:
             if option_s.mode == "skip":
                 log.info("singleton %s: run %s is active, event %s skipped",
                          fn.id, holder, event["id"])
                 return None
-            steps.cancel(holder, reason=f"replaced by a newer run (singleton, event "
+            life.cancel(holder, reason=f"replaced by a newer run (singleton, event "
                                         f"{event['id']})")
             store.claim_singleton(single, run_id, force=True)
     delay = 0
     if flow.throttle is not None:
         option_t = flow.throttle
-        delay = store.admit(gate(steps, "throttle", fn, option_t.key, event), mode="throttle",
+        delay = store.admit(gate(life, "throttle", fn, option_t.key, event), mode="throttle",
                             limit=option_t.limit,
                             period_ms=to_ms(parse_duration(option_t.period)),
                             burst=max(1, option_t.burst), now=now)
     return delay
 
 
-def concurrency_gate(steps: CelerySteps, fn: Function,
-                     event: dict[str, Any]) -> tuple[str, int] | None:
-    option = fn.flow.concurrency
-    if option is None:
-        return None
-    return gate(steps, "conc", fn, option.key, event), option.limit
-
-
-def collect(steps: CelerySteps, fn: Function, event: dict[str, Any],
+def collect(life: Lifecycle, fn: Function, event: dict[str, Any],
             run_id: str) -> tuple[str, bool, str | None, int]:
     """Debounce/batch: (run id, start now, gate to open, start delay ms).
 
     Joins the gate's collecting run when there is one (returns its id and no gate); otherwise
     the caller creates ``run_id`` as the new collecting run of the returned gate.
     """
-    flow, now = fn.flow, steps.clock.now_ms()
+    flow, now = fn.flow, life.clock.now_ms()
     mode: Literal["debounce", "batch"]
     if flow.debounce is not None:
         option = flow.debounce
@@ -113,8 +95,8 @@ def collect(steps: CelerySteps, fn: Function, event: dict[str, Any],
         batch = flow.batch_events
         period = timeout = to_ms(parse_duration(batch.timeout))
         mode, size, key, delay = "batch", batch.max_size, batch.key, timeout
-    pending = gate(steps, "pend", fn, key, event)
-    joined = steps.store.join_pending(pending, event, mode=mode, now=now, max_size=size,
+    pending = gate(life, "pend", fn, key, event)
+    joined = life.store.join_pending(pending, event, mode=mode, now=now, max_size=size,
                                       period_ms=period, timeout_ms=timeout)
     if joined is not None:
         return joined[0], joined[1], None, 0

@@ -1,18 +1,16 @@
-"""The timer poller: waits for the earliest due wake-up and enqueues it, with no ETA.
+"""The timer poller: waits for the earliest due wake-up and publishes it, with no ETA.
 
 Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
-pushed back, then removed once its task is published), and every wake-up is idempotent.
+pushed back, then removed once its message is published), and every wake-up is idempotent.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from celery_steps.extension import CelerySteps
+from celery_steps.runtime.lifecycle import Lifecycle
+from celery_steps.runtime.ports import Publisher
 
 log = logging.getLogger("celery_steps.poller")
 MAX_IDLE_WAIT = 1.0
@@ -20,44 +18,34 @@ LOCAL_WAIT = 0.1
 REDO_MS = 30_000
 
 
-def dispatch(steps: CelerySteps, member: str, producer: Any = None) -> None:
+def dispatch(publisher: Publisher, member: str) -> None:
     """Act on one due timer member (see the vocabulary in ``store.base``). Raises when the
     broker refuses the message, so the timer stays claimed and comes due again."""
     kind, _, rest = member.partition("|")
     if kind == "r":
         function_id, _, run_id = rest.partition("|")
-        steps.enqueue(function_id, run_id, producer=producer)
+        publisher.enqueue_run(function_id, run_id)
     elif kind == "e":
-        steps.publish_route(rest, producer=producer)
+        publisher.publish_route(rest)
     elif kind == "b":
-        from celery_steps.integration.tasks import BRANCH_TASK
-
         function_id, run_id, step_key = rest.split("|", 2)
-        steps.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key],
-                                                 producer=producer)
+        publisher.send_branch(function_id, run_id, step_key)
     else:
         log.error("unknown timer member %r dropped", member)
 
 
-def _producer(steps: CelerySteps) -> AbstractContextManager[Any]:
-    """One broker producer for a whole batch (eager mode publishes nothing)."""
-    if steps.app.conf.task_always_eager:
-        return nullcontext()
-    return steps.app.producer_or_acquire()  # type: ignore[no-any-return]
-
-
-def poll_once(steps: CelerySteps) -> int:
+def poll_once(life: Lifecycle) -> int:
     """Claim and dispatch every due timer once; returns how many were dispatched."""
-    store = steps.store
-    batch = int(steps.settings.timer_batch)
+    store = life.store
+    batch = int(life.settings.timer_batch)
     total = 0
     while True:
-        claimed = store.claim_due(now=steps.clock.now_ms(), limit=batch, redo_ms=REDO_MS)
+        claimed = store.claim_due(now=life.clock.now_ms(), limit=batch, redo_ms=REDO_MS)
         done = []
-        with _producer(steps) as producer:
+        with life.transport.batch() as publisher:
             for member, score in claimed:
                 try:
-                    dispatch(steps, member, producer)
+                    dispatch(publisher, member)
                     done.append((member, score))
                 except Exception:  # left claimed: it comes due again after REDO_MS
                     log.exception("could not dispatch timer %s", member)
@@ -71,11 +59,11 @@ def poll_once(steps: CelerySteps) -> int:
 class TimerPoller:
     """A daemon thread running :func:`poll_once` whenever the earliest timer comes due."""
 
-    def __init__(self, steps: CelerySteps) -> None:
-        self._steps = steps
+    def __init__(self, life: Lifecycle) -> None:
+        self._life = life
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        steps.clock.on_change(self.poke)
+        life.clock.on_change(self.poke)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="celery-steps-timers",
@@ -90,17 +78,17 @@ class TimerPoller:
 
     def poke(self) -> None:
         try:
-            self._steps.store.signal()
+            self._life.store.signal()
         except Exception:
             log.debug("could not signal pollers", exc_info=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                poll_once(self._steps)
-                store = self._steps.store
+                poll_once(self._life)
+                store = self._life.store
                 due = store.next_due()
-                now = self._steps.clock.now_ms()
+                now = self._life.clock.now_ms()
                 wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, (due - now) / 1000)
                 if wait > LOCAL_WAIT and not self._stop.is_set():
                     store.wait_for_signal(wait - LOCAL_WAIT)

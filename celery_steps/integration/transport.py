@@ -1,0 +1,67 @@
+"""The runtime's transport port on Celery: every message celery-steps publishes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+
+from celery_steps.errors import ConfigurationError
+from celery_steps.functions import TASK_PREFIX, Registry
+
+ROUTE_TASK = "celery_steps.route"
+BRANCH_TASK = "celery_steps.branch"
+CRON_TASK = "celery_steps.cron"
+TASK_DONE = "celery_steps.task_done"
+TASK_FAILED = "celery_steps.task_failed"
+
+
+class CeleryPublisher:
+    """Publishes through ``app``; with a ``producer``, every message reuses it."""
+
+    def __init__(self, app: Celery, registry: Registry, producer: Any = None) -> None:
+        self.app = app
+        self.registry = registry
+        self.producer = producer
+
+    def publish_route(self, event_id: str) -> None:
+        self.app.tasks[ROUTE_TASK].apply_async(args=[event_id], producer=self.producer)
+
+    def enqueue_run(self, function_id: str, run_id: str) -> None:
+        fn = self.registry.by_id.get(function_id)
+        name = fn.task_name if fn else TASK_PREFIX + function_id
+        task = self.app.tasks.get(name)
+        if task is not None:
+            task.apply_async(args=[run_id], producer=self.producer)
+        else:  # a function served by another app on the same store
+            self.app.send_task(name, args=[run_id], producer=self.producer)
+
+    def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
+        self.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key],
+                                                producer=self.producer)
+
+
+class CeleryTransport(CeleryPublisher):
+    """:class:`~celery_steps.runtime.ports.Transport` on a Celery app."""
+
+    @contextmanager
+    def batch(self) -> Iterator[CeleryPublisher]:
+        """One broker producer for many messages (eager mode publishes nothing)."""
+        if self.app.conf.task_always_eager:
+            yield self
+            return
+        with self.app.producer_or_acquire() as producer:
+            yield CeleryPublisher(self.app, self.registry, producer)
+
+    def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,
+                  task_id: str, reply_to: tuple[str, str, str]) -> None:
+        if isinstance(task, str):
+            task = self.app.tasks.get(task) or self.app.signature(task)
+        if not hasattr(task, "apply_async"):
+            raise ConfigurationError(f"run_task needs a Celery task, got {type(task).__name__}")
+        done = self.app.signature(TASK_DONE, args=reply_to, immutable=False)
+        failed = self.app.signature(TASK_FAILED, args=reply_to)
+        task.apply_async(args=list(args), kwargs=dict(kwargs), task_id=task_id, link=done,
+                         link_error=failed)

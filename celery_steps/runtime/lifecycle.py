@@ -1,0 +1,247 @@
+"""The run lifecycle below routing: accept events, create and enqueue runs, end and notify.
+
+:class:`Lifecycle` owns the process's store client, the clock, the settings, the function
+registry and the transport port. Routing and flow control work on it; the
+:class:`~celery_steps.runtime.runtime.Runtime` adds routing, execution and the engine's
+services on top.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from celery_steps.clock import Clock
+from celery_steps.errors import ConfigurationError, InvalidEventError, RunNotFound
+from celery_steps.events import FUNCTION_FAILED, FUNCTION_INVOKED, Event, validate_event
+from celery_steps.functions import Function, Registry
+from celery_steps.runtime.ports import Transport
+from celery_steps.runtime.runs import new_run, run_id_for
+from celery_steps.settings import Settings, resolve_store_url
+from celery_steps.store import open_store
+from celery_steps.store.base import RESUME_SAFETY_MS, NewRun, Outcome, RunRecord, StateStore
+
+log = logging.getLogger("celery_steps")
+
+
+class Lifecycle:
+    """Accept events, create, enqueue, cancel and end runs; notify what follows an end."""
+
+    def __init__(self, conf: Mapping[str, Any], clock: Clock, registry: Registry,
+                 transport: Transport, *, store_url: str | None = None,
+                 namespace: str | None = None) -> None:
+        self.conf = conf
+        self.clock = clock
+        self.registry = registry
+        self.transport = transport
+        self._store_url = store_url
+        self._namespace = namespace
+        self._settings: Settings | None = None
+        self._store: StateStore | None = None
+        self._store_pid = 0
+        self._store_lock = threading.Lock()
+
+    # -- infrastructure (lazy: the Celery app may be configured after CelerySteps(app)) ----
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_conf(self.conf, namespace=self._namespace)
+        return self._settings
+
+    @property
+    def store(self) -> StateStore:
+        """This process's store client (re-created after fork)."""
+        if self._store is None or self._store_pid != os.getpid():
+            with self._store_lock:
+                if self._store is None or self._store_pid != os.getpid():
+                    url = resolve_store_url(self._store_url, self.conf)
+                    shared = self._store is not None and url.startswith("memory://")
+                    if not shared:
+                        self._store = open_store(url, namespace=self.settings.namespace)
+                        self._store.register_functions(list(self.registry.by_id))
+                    self._store_pid = os.getpid()
+        assert self._store is not None
+        return self._store
+
+    def store_of(self) -> StateStore:
+        return self.store
+
+    def register(self, fn: Function) -> None:
+        """Add a declared function to the registry (and the store's function table)."""
+        self.registry.add(fn)
+        if self._store is not None:
+            self._store.register_functions([fn.id])
+
+    @property
+    def event_ttl_ms(self) -> int:
+        return int(float(self.settings.event_dedupe_window) * 1000)
+
+    def safety_wake_at(self) -> int:
+        """When a run resumed by a direct enqueue is woken by its timer if that was lost."""
+        return self.clock.now_ms() + RESUME_SAFETY_MS
+
+    def function_for(self, function: Function | str) -> Function:
+        if isinstance(function, Function):
+            return function
+        fn = self.registry.by_id.get(function) if isinstance(function, str) else None
+        if fn is None:
+            known = ", ".join(sorted(self.registry.by_id)) or "none"
+            raise ConfigurationError(
+                f"unknown function {function!r}: pass a Function object or the id of a function "
+                f"registered on this app (known: {known})"
+            )
+        return fn
+
+    # -- events -----------------------------------------------------------------------------
+    def accept(self, events: list[Event], *, internal: bool = False) -> list[str]:
+        """Validate and store events, then publish their routing; returns their ids."""
+        now = self.clock.now_ms()
+        encoded: list[tuple[Event, str]] = []
+        for event in events:
+            if "ts" not in event.model_fields_set or not event.ts:
+                event = event.model_copy(update={"ts": now})  # "now" on the steps clock
+            validate_event(event, max_bytes=int(self.settings.event_max_bytes),
+                           allow_internal=internal)
+            encoded.append((event, envelope(event, now)))
+        ids = [event.id for event, _ in encoded]
+        if len(set(ids)) != len(ids):
+            raise InvalidEventError("the same event id appears twice in one send")
+        sweep = int(float(self.settings.route_sweep_after) * 1000)
+        for event, payload in encoded:
+            delayed = event.ts > now + 1000
+            route_at = event.ts if delayed else now + sweep
+            if self.store.put_event(event.id, payload, route_at=route_at, ttl_ms=self.event_ttl_ms):
+                if not delayed:
+                    self._publish_route(event.id)
+            else:
+                log.info("event %s was already sent in the dedupe window; ignored", event.id)
+        return ids
+
+    def _publish_route(self, event_id: str) -> None:
+        try:
+            self.transport.publish_route(event_id)
+        except Exception:  # the routing timer routes it after steps_route_sweep_after
+            log.warning("could not publish the routing of event %s; the sweep will route it",
+                        event_id, exc_info=True)
+
+    # -- starting runs ------------------------------------------------------------------------
+    def start_run(self, fn: Function, *, data: Mapping[str, Any] | None = None,
+                  user: Mapping[str, Any] | None = None, parent: dict[str, Any] | None = None,
+                  run_id: str | None = None) -> str:
+        """Start a run of ``fn`` directly (``fn.invoke``); returns the run id."""
+        event = Event(name=FUNCTION_INVOKED, data=dict(data or {}),
+                      user=dict(user) if user is not None else None,
+                      id=f"invoke-{run_id}" if run_id else Event(name="x").id,
+                      ts=self.clock.now_ms())
+        validate_event(event, max_bytes=int(self.settings.event_max_bytes), allow_internal=True)
+        run_id = run_id or run_id_for(fn.id, event.id)
+        self.create_and_enqueue(fn, run_id, [event.model_dump()], parent)
+        return run_id
+
+    def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
+                           parent: dict[str, Any] | None = None, start_in_ms: int = 0,
+                           pending: str | None = None) -> None:
+        """Create a run and send its start; a delayed start (throttle, debounce, batch) waits
+        on its timer instead."""
+        run = new_run(self.clock.now_ms(), self.settings, fn, run_id, events, parent,
+                      start_in_ms, pending)
+        if not self.store.create_run(run):
+            return  # routed before: started then, or its start watchdog starts it
+        if start_in_ms > 0:
+            return
+        try:
+            self.enqueue(fn.id, run_id)
+        except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later
+            log.warning("could not publish the start of run %s; the watchdog will start it",
+                        run_id, exc_info=True)
+
+    def create_remote(self, function_id: str, data: Any, parent: dict[str, Any],
+                      run_id: str) -> None:
+        """Start a run of a function another app on the same store serves (by task name)."""
+        now = self.clock.now_ms()
+        event = Event(name=FUNCTION_INVOKED, data=dict(data or {}), id=f"invoke-{run_id}", ts=now)
+        validate_event(event, max_bytes=int(self.settings.event_max_bytes), allow_internal=True)
+        watchdog = now + int(float(self.settings.start_watchdog) * 1000)
+        self.store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event.id],
+                                     created_at=now, events=[event.model_dump()], parent=parent,
+                                     start_by=watchdog))
+        self.enqueue(function_id, run_id)
+
+    def enqueue(self, function_id: str, run_id: str) -> None:
+        """Send the task that executes (or resumes) a run, with no ETA."""
+        self.transport.enqueue_run(function_id, run_id)
+
+    def start_cron_run(self, fn: Function, event: Event) -> str | None:
+        """Start the run of one cron tick; None when the tick already started one."""
+        now = self.clock.now_ms()
+        if not self.store.put_event(event.id, envelope(event, now), route_at=now + 60_000,
+                                    ttl_ms=self.event_ttl_ms):
+            return None
+        run_id = run_id_for(fn.id, event.id)
+        self.create_and_enqueue(fn, run_id, [event.model_dump()])
+        self.store.complete_routing(event.id, [run_id], ttl_ms=self.event_ttl_ms)
+        return run_id
+
+    # -- ending runs --------------------------------------------------------------------------
+    def cancel(self, run_id: str, *, reason: str = "cancelled by steps.cancel()") -> None:
+        """Cancel a run in any state; it stops at its next step boundary. Ended runs stay."""
+        retention = int(float(self.settings.run_retention) * 1000)
+        previous = self.store.cancel(run_id, now=self.clock.now_ms(), reason=reason,
+                                     retention_ms=retention)
+        if previous is None:
+            raise RunNotFound(run_id)
+        if previous not in ("completed", "failed", "cancelled"):
+            record = self.store.load_run(run_id)
+            fn = self.registry.by_id.get(record.function_id) if record else None
+            if record is not None and fn is not None:
+                self.on_run_ended(fn, record, Outcome("cancelled", self.clock.now_ms(), None,
+                                                      record.error))
+
+    def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None:
+        """Notify a waiting parent and send ``celery_steps/function.failed`` on failure."""
+        if run.parent:
+            if outcome.status == "completed":
+                update: dict[str, Any] = {"status": "completed", "result": run.output}
+            else:
+                update = {"status": "failed", "error": outcome.error or {
+                    "name": "Cancelled", "message": f"invoked run {run.id} was cancelled"}}
+            update["ended_at"] = outcome.ended_at
+            parent = run.parent
+            self.resolve_and_wake(parent["run_id"], parent["function_id"], parent["step_key"],
+                                  update)
+        if outcome.status == "failed" and not function.internal:
+            data = {"function_id": function.id, "run_id": run.id,
+                    "error": outcome.error or {"name": "Error", "message": ""},
+                    "event": run.events[0] if run.events else None}
+            failed = Event(name=FUNCTION_FAILED, data=data, id=f"failed-{run.id}",
+                           ts=self.clock.now_ms())
+            try:
+                self.accept([failed], internal=True)
+            except Exception:
+                log.exception("could not send %s for run %s", FUNCTION_FAILED, run.id)
+
+    def resolve_and_wake(self, run_id: str, function_id: str, step_key: str,
+                         update: dict[str, Any]) -> bool:
+        """Resolve a suspended step from outside its run and resume the run; True if this
+        call won (a step resolves once)."""
+        if not self.store.resolve_step(run_id, step_key, update, wake_at=self.safety_wake_at()):
+            return False
+        self.enqueue(function_id, run_id)
+        return True
+
+    def resolve_task_step(self, run_id: str, function_id: str, step_key: str,
+                          update: dict[str, Any]) -> None:
+        """A Celery task awaited by ``ctx.step.run_task`` ended: store it and resume the run."""
+        self.resolve_and_wake(run_id, function_id, step_key,
+                              {**update, "ended_at": self.clock.now_ms()})
+
+
+def envelope(event: Event, received_at: int) -> str:
+    """What the store keeps per accepted event: the event and when it was received (waits
+    match only events received after they began)."""
+    return json.dumps({"event": event.model_dump(), "received_at": received_at},
+                      separators=(",", ":"))

@@ -1,0 +1,37 @@
+"""The one port through which the runtime reaches the message broker.
+
+The runtime never imports Celery: it publishes through a :class:`Transport`, which the Celery
+glue (:mod:`celery_steps.integration.transport`) implements. A fake transport is all a unit
+test of the runtime needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+
+class Publisher(Protocol):
+    """Sends the runtime's messages. Each method raises when the broker refuses the message."""
+
+    def publish_route(self, event_id: str) -> None:
+        """Send the task that routes a stored event."""
+
+    def enqueue_run(self, function_id: str, run_id: str) -> None:
+        """Send the task that executes (or resumes) a run, with no ETA."""
+
+    def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
+        """Send the task that runs one ``ctx.step.parallel`` branch of a run."""
+
+
+class Transport(Publisher, Protocol):
+    """:class:`Publisher` plus what only the broker side can do."""
+
+    def batch(self) -> AbstractContextManager[Publisher]:
+        """A publisher that reuses one broker connection for many messages."""
+
+    def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,
+                  task_id: str, reply_to: tuple[str, str, str]) -> None:
+        """Send a user's Celery task for ``ctx.step.run_task``; when it ends, its result (or
+        error) resolves step ``reply_to = (run_id, function_id, step_key)``."""

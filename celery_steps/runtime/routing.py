@@ -1,0 +1,128 @@
+"""Routing an accepted event: start matching functions, resume waiters, apply cancel_on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery_steps.expressions import Expression
+from celery_steps.functions import Function
+from celery_steps.runtime.flow import admit, collect, collects, has_admission
+from celery_steps.runtime.lifecycle import Lifecycle
+from celery_steps.runtime.runs import run_id_for
+from celery_steps.store.base import GateTaken
+
+log = logging.getLogger("celery_steps.routing")
+_conditions: dict[str, Expression] = {}
+
+
+def compiled(source: str) -> Expression:
+    """Wait conditions compiled once per process (they were checked when the wait began)."""
+    expr = _conditions.get(source)
+    if expr is None:
+        expr = _conditions[source] = Expression(source, variables=("event", "async"))
+    return expr
+
+
+def route_event(life: Lifecycle, event_id: str) -> list[str]:
+    """Route one stored event. Idempotent: a second routing starts and resumes nothing new."""
+    store = life.store
+    raw = store.get_event(event_id)
+    if raw is None:
+        log.warning("event %s expired or was never stored; nothing to route", event_id)
+        return []
+    envelope = json.loads(raw)
+    event: dict[str, Any] = envelope["event"]
+    received_at = int(envelope["received_at"])
+    run_ids = _start_runs(life, event)
+    _resume_waiters(life, event, received_at)
+    _apply_cancel_on(life, event, received_at)
+    store.complete_routing(event_id, run_ids, ttl_ms=life.event_ttl_ms)
+    return run_ids
+
+
+def _start_runs(life: Lifecycle, event: dict[str, Any]) -> list[str]:
+    run_ids: list[str] = []
+    seen: set[str] = set()
+    for fn, trigger in life.registry.matching(event["name"]):
+        if fn.id in seen or not fn.accepts(trigger, event):
+            continue
+        seen.add(fn.id)
+        run_id = run_id_for(fn.id, _dedupe_key(fn, event))
+        if collects(fn):
+            run_ids.append(_collect(life, fn, event, run_id))
+            continue
+        delay = 0
+        if has_admission(fn):
+            if life.store.load_run(run_id) is not None:
+                run_ids.append(run_id)  # admitted when first routed
+                continue
+            admitted = admit(life, fn, event, run_id)
+            if admitted is None:
+                continue
+            delay = admitted
+        life.create_and_enqueue(fn, run_id, [event], start_in_ms=delay)
+        run_ids.append(run_id)
+    return run_ids
+
+
+def _collect(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> str:
+    """Debounce/batch: join the gate's collecting run, or start collecting in a new one."""
+    for _ in range(10):  # another routing may open the gate between our join and create
+        target, start_now, pending, delay = collect(life, fn, event, run_id)
+        if pending is None:
+            if start_now:
+                if target == run_id:
+                    life.create_and_enqueue(fn, run_id, [event])
+                else:
+                    life.enqueue(fn.id, target)
+            return target
+        try:
+            life.create_and_enqueue(fn, run_id, [event], start_in_ms=delay, pending=pending)
+        except GateTaken:
+            continue
+        return run_id
+    raise RuntimeError(f"could not join or open the debounce/batch gate of {fn.id!r}")
+
+
+def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
+    """The event id, or ``idem:<key>`` when the function has an idempotency expression:
+    then one run per key value exists while the run is retained."""
+    if fn.idempotency is None:
+        return str(event["id"])
+    key = fn.idempotency.key(event=event)
+    return str(event["id"]) if key is None else f"idem:{key}"
+
+
+def _resume_waiters(life: Lifecycle, event: dict[str, Any], received_at: int) -> None:
+    store = life.store
+    for waiter in store.find_waiters(event["name"], event):
+        if received_at < waiter.registered_at:
+            continue  # sent before the wait began
+        if waiter.condition:
+            run = store.load_run(waiter.run_id)
+            if run is None or not run.events:
+                continue
+            if not compiled(waiter.condition).matches(event=run.events[0], **{"async": event}):
+                continue
+        state = {"status": "completed", "result": event, "ended_at": life.clock.now_ms()}
+        life.resolve_and_wake(waiter.run_id, waiter.function_id, waiter.step_key, state)
+
+
+def _apply_cancel_on(life: Lifecycle, event: dict[str, Any], received_at: int) -> None:
+    """cancel_on is matched with waiters registered when each run was created."""
+    store = life.store
+    for waiter in store.find_waiters(f"cancel:{event['name']}", event):
+        if received_at < waiter.registered_at:
+            continue
+        if waiter.expires_at is not None and received_at > waiter.expires_at:
+            continue
+        run = store.load_run(waiter.run_id)
+        if run is None or run.ended or not run.events:
+            continue
+        if waiter.condition and not compiled(waiter.condition).matches(
+            event=run.events[0], **{"async": event}
+        ):
+            continue
+        life.cancel(waiter.run_id, reason=f"cancelled by event {event['name']} ({event['id']})")

@@ -1,0 +1,130 @@
+"""The runtime: the run lifecycle plus routing, execution and what the engine asks for.
+
+It depends on the store, the clock, the settings, the registry and the transport port only;
+the public facade (:class:`~celery_steps.CelerySteps`) sits on top of it and the Celery glue
+implements its port. Its :class:`~celery_steps.engine.scope.Services` methods are how a
+running handler sends events, starts children, sends Celery tasks and parallel branches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery_steps.engine.executor import Executor
+from celery_steps.engine.steps import child_run_id, derived_id, task_run_id
+from celery_steps.errors import RunNotFound
+from celery_steps.events import Event, build_events
+from celery_steps.runs import Run
+from celery_steps.runtime.lifecycle import Lifecycle
+from celery_steps.runtime.routing import route_event
+from celery_steps.store.base import RunRecord
+from celery_steps.store.records import to_run
+
+log = logging.getLogger("celery_steps")
+
+
+class Runtime(Lifecycle):
+    """Everything below the public API: see :mod:`celery_steps.runtime`."""
+
+    _executor: Executor | None = None
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.store_of, self.clock, self.settings, self)
+        return self._executor
+
+    # -- what the Celery tasks call -------------------------------------------------------
+    def route(self, event_id: str) -> list[str]:
+        """Route a stored event now (what the routing task does)."""
+        return route_event(self, event_id)
+
+    def execute(self, function_id: str, run_id: str, *, branch: str | None = None) -> str:
+        """Execute (or resume) a run; returns what happened, for logs and tests."""
+        fn = self.registry.by_id.get(function_id)
+        if fn is None:
+            log.error("no function %r in this process; run %s not executed", function_id, run_id)
+            return "unknown function"
+        return self.executor.execute(fn, run_id, branch=branch)
+
+    # -- services the engine calls (engine.scope.Services) ----------------------------------
+    def send_step_events(self, events: Any, seed: str) -> list[str]:
+        items = build_events(events)
+        stable = [
+            e if "id" in e.model_fields_set else e.model_copy(
+                update={"id": "evt_" + derived_id(seed, str(i))})
+            for i, e in enumerate(items)
+        ]
+        return self.accept(stable)
+
+    def start_child(self, parent: RunRecord, function: Any, data: Any, step_key: str) -> str:
+        child_id = child_run_id(parent.id, step_key)
+        link = {"run_id": parent.id, "function_id": parent.function_id, "step_key": step_key}
+        if isinstance(function, str) and function not in self.registry.by_id and (
+            self.store.known_function(function)
+        ):
+            self.create_remote(function, data, link, child_id)  # served by another app
+        else:
+            self.start_run(self.function_for(function), data=data, parent=link, run_id=child_id)
+        return child_id
+
+    def send_task_step(self, run: RunRecord, task: Any, args: Any, kwargs: Any,
+                       step_key: str) -> str:
+        task_id = task_run_id(run.id, step_key)
+        self.transport.send_task(task, list(args), dict(kwargs), task_id=task_id,
+                                 reply_to=(run.id, run.function_id, step_key))
+        return task_id
+
+    def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
+        self.transport.send_branch(function_id, run_id, step_key)
+
+    # -- runs -------------------------------------------------------------------------------
+    def replay(self, run_id: str) -> str:
+        """Start a new run of the same function on the same events; returns its id."""
+        record = self.store.load_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        fn = self.function_for(record.function_id)
+        new_id = "run_" + derived_id(fn.id, run_id, "replay", Event(name="x").id)
+        self.create_and_enqueue(fn, new_id, record.events)
+        return new_id
+
+    def get_run(self, run_id: str) -> Run:
+        record = self.store.load_run(run_id) if isinstance(run_id, str) and run_id else None
+        if record is None:
+            raise RunNotFound(str(run_id))
+        return to_run(record)
+
+    def runs_for_event(self, event_id: str, *, timeout: float) -> list[Run]:
+        """Wait up to ``timeout`` seconds for the event to be routed; the runs it started."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            run_ids = self.store.routed_runs(event_id)
+            if run_ids is not None:
+                return [to_run(r) for r in map(self.store.load_run, run_ids) if r is not None]
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        """Return the run once it has ended; TimeoutError if it has not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            run = self.get_run(run_id)
+            if run.ended:
+                return run
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} has not ended after {timeout}s ({run.status})")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def list_runs(self, *, function_id: str | None, status: str | None,
+                  limit: int) -> list[Run]:
+        """Runs, newest first."""
+        records = self.store.list_runs(function_id=function_id, status=status, limit=limit)
+        return [to_run(r) for r in records]
