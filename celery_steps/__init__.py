@@ -10,6 +10,7 @@ from celery_steps.context import Context
 from celery_steps.errors import (
     CeleryStepsError,
     ConfigurationError,
+    EventNotFound,
     InvalidEventError,
     NonDeterminismError,
     NonRetriableError,
@@ -34,7 +35,7 @@ from celery_steps.options import (
     TriggerCron,
     TriggerEvent,
 )
-from celery_steps.runs import Run, StepRecord
+from celery_steps.runs import EventInfo, Run, SkippedStart, StepRecord
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,8 @@ __all__ = [
     "Context",
     "Debounce",
     "Event",
+    "EventInfo",
+    "EventNotFound",
     "Function",
     "InvalidEventError",
     "NonDeterminismError",
@@ -59,6 +62,7 @@ __all__ = [
     "RunNotFound",
     "SerializationError",
     "Singleton",
+    "SkippedStart",
     "StepError",
     "StepRecord",
     "Throttle",

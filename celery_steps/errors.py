@@ -32,6 +32,17 @@ class RunNotFound(CeleryStepsError):
         self.run_id = run_id
 
 
+class EventNotFound(CeleryStepsError):
+    """No event with that id was accepted in the dedupe window (24 hours by default)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"no event with id {event_id!r}: check the id; events are kept for "
+            "steps_event_dedupe_window seconds after they are sent"
+        )
+        self.event_id = event_id
+
+
 class SerializationError(CeleryStepsError):
     """A value that must be stored is not JSON-serializable. Never retried."""
 

@@ -35,7 +35,7 @@ from celery_steps.options import (
     Timeouts,
     Trigger,
 )
-from celery_steps.runs import Run
+from celery_steps.runs import EventInfo, Run
 from celery_steps.runtime import Runtime
 from celery_steps.settings import Settings
 
@@ -166,9 +166,15 @@ class CelerySteps:
         return self.runtime.wait_for_run(run_id, timeout=timeout)
 
     def list_runs(self, *, function_id: str | None = None, status: str | None = None,
-                  limit: int = 100) -> list[Run]:
-        """Runs, newest first."""
-        return self.runtime.list_runs(function_id=function_id, status=status, limit=limit)
+                  limit: int = 100, before: str | None = None) -> list[Run]:
+        """Runs, newest first. ``before`` (a run id, the last of the previous page) pages on."""
+        return self.runtime.list_runs(function_id=function_id, status=status, limit=limit,
+                                      before=before)
+
+    def get_event(self, event_id: str) -> EventInfo:
+        """An accepted event, the runs it started and why a matching function started none;
+        :class:`~celery_steps.EventNotFound` once it expired (24 hours by default)."""
+        return self.runtime.get_event(event_id)
 
     def cancel(self, run_id: str, *, reason: str = "cancelled by steps.cancel()") -> None:
         """Cancel a run in any state; it stops at its next step boundary. Ended runs stay."""

@@ -1,4 +1,4 @@
-"""The :class:`Run` and :class:`StepRecord` models returned by the runs API."""
+"""The models the inspection API returns: :class:`Run`, :class:`StepRecord`, :class:`EventInfo`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from celery_steps.events import Event
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
 StepOp = Literal["run", "sleep", "wait_for_event", "send_event", "invoke", "run_task"]
@@ -41,3 +43,21 @@ class Run(BaseModel):
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+
+class SkippedStart(BaseModel):
+    """A function an event matched that started no run of its own, and why."""
+
+    function_id: str
+    reason: str
+    run_id: str | None = None
+
+
+class EventInfo(BaseModel):
+    """An accepted event: its payload, when it arrived, and what routing it did."""
+
+    event: Event
+    received_at: datetime
+    routed: bool
+    run_ids: list[str] = Field(default_factory=list)
+    skipped: list[SkippedStart] = Field(default_factory=list)

@@ -8,15 +8,17 @@ running handler sends events, starts children, sends Celery tasks and parallel b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
+from celery_steps.clock import ms_to_datetime
 from celery_steps.engine.executor import Executor
 from celery_steps.engine.steps import child_run_id, derived_id, task_run_id
-from celery_steps.errors import RunNotFound
+from celery_steps.errors import EventNotFound, RunNotFound
 from celery_steps.events import Event, build_events
-from celery_steps.runs import Run
+from celery_steps.runs import EventInfo, Run
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.routing import route_event
 from celery_steps.store.base import RunRecord
@@ -123,8 +125,27 @@ class Runtime(Lifecycle):
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def list_runs(self, *, function_id: str | None, status: str | None,
-                  limit: int) -> list[Run]:
-        """Runs, newest first."""
-        records = self.store.list_runs(function_id=function_id, status=status, limit=limit)
+    def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
+                  before: str | None = None) -> list[Run]:
+        """Runs, newest first; ``before`` (a run id) pages past that run."""
+        cursor = None
+        if before is not None:
+            last = self.store.load_run(before)
+            if last is None:
+                raise RunNotFound(before)
+            cursor = (last.created_at, last.id)
+        records = self.store.list_runs(function_id=function_id, status=status, limit=limit,
+                                       before=cursor)
         return [to_run(r) for r in records]
+
+    def get_event(self, event_id: str) -> EventInfo:
+        """An accepted event and what routing did with it."""
+        raw = self.store.get_event(event_id) if isinstance(event_id, str) and event_id else None
+        if raw is None:
+            raise EventNotFound(str(event_id))
+        envelope = json.loads(raw)
+        run_ids = self.store.routed_runs(event_id)
+        received = ms_to_datetime(int(envelope["received_at"]))
+        assert received is not None
+        return EventInfo(event=Event.model_validate(envelope["event"]), received_at=received,
+                         routed=run_ids is not None, run_ids=run_ids or [])

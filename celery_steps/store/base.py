@@ -156,9 +156,11 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def list_runs(
-        self, *, function_id: str | None, status: str | None, limit: int
+        self, *, function_id: str | None, status: str | None, limit: int,
+        before: tuple[int, str] | None = None,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Newest first (by created_at, then id). ``before`` = (created_at, run id) of the
+        last run of the previous page: only runs ordered after it are returned."""
 
     @abc.abstractmethod
     def acquire(

@@ -119,7 +119,8 @@ class MemoryStore(StateStore):
             return copy.deepcopy(entry.record) if entry else None
 
     def list_runs(
-        self, *, function_id: str | None, status: str | None, limit: int
+        self, *, function_id: str | None, status: str | None, limit: int,
+        before: tuple[int, str] | None = None,
     ) -> list[RunRecord]:
         with self._lock:
             records = [
@@ -127,6 +128,7 @@ class MemoryStore(StateStore):
                 for e in self._runs.values()
                 if (function_id is None or e.record.function_id == function_id)
                 and (status is None or e.record.status == status)
+                and (before is None or (e.record.created_at, e.record.id) < before)
             ]
             records.sort(key=lambda r: (r.created_at, r.id), reverse=True)
             return [copy.deepcopy(r) for r in records[:limit]]

@@ -244,26 +244,28 @@ class RedisStore(StateStore):
             steps={_s(k): json.loads(v) for k, v in steps.items()},
         )
 
-    def list_runs(self, *, function_id: str | None, status: str | None,
-                  limit: int) -> list[RunRecord]:
+    def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
+                  before: tuple[int, str] | None = None) -> list[RunRecord]:
         if function_id is not None:
             indexes = [f"{self.ns}:runs:fn:{function_id}"]
         else:
             indexes = sorted(f"{self.ns}:runs:fn:{_s(f)}"
                              for f in self.r.smembers(f"{self.ns}:runs:fns"))
+        top: int | str = "+inf" if before is None else before[0]
         found: list[RunRecord] = []
         seen: set[str] = set()
         depth = max(limit, 100)
         while True:
-            # the newest `depth` of every function index, merged newest first
+            # the newest `depth` of every function index at or below the cursor, newest first
             with self.r.pipeline(transaction=False) as pipe:
                 for index in indexes:
-                    pipe.zrevrange(index, 0, depth - 1, withscores=True)
+                    pipe.zrevrangebyscore(index, top, "-inf", start=0, num=depth,
+                                          withscores=True)
                 pages = pipe.execute()
-            merged = sorted(((score, _s(run_id), index) for index, page in zip(
+            merged = sorted(((int(score), _s(run_id), index) for index, page in zip(
                 indexes, pages, strict=True) for run_id, score in page), reverse=True)
-            for _, run_id, index in merged:
-                if run_id in seen:
+            for created_at, run_id, index in merged:
+                if run_id in seen or (before is not None and (created_at, run_id) >= before):
                     continue
                 seen.add(run_id)
                 record = self.load_run(run_id)

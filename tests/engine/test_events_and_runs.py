@@ -8,6 +8,7 @@ from celery_steps import (
     CelerySteps,
     Context,
     Event,
+    EventNotFound,
     InvalidEventError,
     RunNotFound,
     TriggerEvent,
@@ -177,3 +178,55 @@ def test_an_event_whose_routing_message_was_lost_is_routed_by_the_sweep(
     # then the event is routed once and its run completes
     [run] = steps.runs_for_event(event_id)
     assert run.output == "routed"
+
+
+def test_get_event_shows_the_payload_and_the_runs_it_started(steps: CelerySteps) -> None:
+    @steps.function(id="seen-a", trigger="t/seen")
+    def seen_a(ctx: Context) -> None:
+        return None
+
+    @steps.function(id="seen-b", trigger="t/seen")
+    def seen_b(ctx: Context) -> None:
+        return None
+
+    # given an event that started two runs
+    [event_id] = steps.send("t/seen", data={"order_id": 7})
+    started = {r.id for r in steps.runs_for_event(event_id)}
+
+    # when it is inspected
+    info = steps.get_event(event_id)
+
+    # then its payload, arrival and runs are there
+    assert info.event.name == "t/seen" and info.event.data == {"order_id": 7}
+    assert info.routed is True
+    assert set(info.run_ids) == started and len(started) == 2
+    assert info.received_at.timestamp() * 1000 == pytest.approx(steps.clock.now_ms(), abs=1)
+
+
+def test_get_event_of_an_unknown_id_is_an_event_not_found_error(steps: CelerySteps) -> None:
+    with pytest.raises(EventNotFound, match="no event with id 'nope'"):
+        steps.get_event("nope")
+
+
+def test_list_runs_pages_with_before_the_last_run_of_the_previous_page(
+    steps: CelerySteps,
+) -> None:
+    @steps.function(id="paged", trigger="t/paged")
+    def paged(ctx: Context) -> None:
+        return None
+
+    # given five runs
+    for _ in range(5):
+        steps.send("t/paged")
+        steps.clock.advance(0.001)  # type: ignore[attr-defined]
+    everything = [r.id for r in steps.list_runs(function_id="paged")]
+
+    # when listing two at a time
+    first = steps.list_runs(function_id="paged", limit=2)
+    second = steps.list_runs(function_id="paged", limit=2, before=first[-1].id)
+    third = steps.list_runs(function_id="paged", limit=2, before=second[-1].id)
+
+    # then the pages follow each other, newest first
+    assert [r.id for r in first + second + third] == everything and len(everything) == 5
+    with pytest.raises(RunNotFound):
+        steps.list_runs(before="run_gone")

@@ -95,6 +95,27 @@ def test_list_runs_respects_the_limit(store) -> None:
     assert ids == [runs[4], runs[3]]
 
 
+def test_list_runs_pages_with_a_cursor_past_the_last_run_seen(store) -> None:
+    # given five runs, two of them created in the same millisecond
+    runs = [create(store, created_at=NOW + i) for i in range(4)]
+    twin = create(store, created_at=NOW + 2)
+    everything = [r.id for r in store.list_runs(function_id=None, status=None, limit=10)]
+
+    # when reading two at a time, each page starting after the last run of the previous one
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = store.list_runs(function_id=None, status=None, limit=2, before=cursor)
+        if not page:
+            break
+        pages.append([r.id for r in page])
+        cursor = (page[-1].created_at, page[-1].id)
+
+    # then the pages are the full listing in order, each run once
+    assert [run_id for page in pages for run_id in page] == everything
+    assert set(everything) == {*runs, twin} and len(pages) == 3
+
+
 def test_list_runs_filters_by_function(store) -> None:
     a = create(store, function_id="fn/a", created_at=NOW)
     create(store, function_id="fn/b", created_at=NOW + 1)

@@ -8,7 +8,7 @@ from celery_steps.testing import eager_steps
 
 DOCUMENTED = {
     "app", "runtime", "settings", "clock", "functions", "from_app", "function", "send",
-    "get_run", "runs_for_event", "wait_for_run", "list_runs", "cancel", "replay",
+    "get_run", "get_event", "runs_for_event", "wait_for_run", "list_runs", "cancel", "replay",
 }
 PLUMBING = {
     "create_and_enqueue", "enqueue", "execute", "publish_route", "start_cron_run",
