@@ -235,14 +235,6 @@ def format_run(run: Run, outputs: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _step_outputs(ext: CelerySteps, run_id: str) -> dict[str, Any]:
-    record = ext.runtime.store.load_run(run_id)
-    if record is None:
-        return {}
-    return {key: state["result"] for key, state in record.steps.items()
-            if state.get("status") == "completed" and "result" in state}
-
-
 # -- commands --------------------------------------------------------------------------------
 @steps.command()
 @json_option
@@ -295,9 +287,8 @@ def runs(ctx: click.Context, function_id: str | None, status: str | None, limit:
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Show a run and its step timeline."""
-    ext = _extension(ctx)
-    run = ext.get_run(run_id)
-    outputs = _step_outputs(ext, run_id)
+    run = _extension(ctx).get_run(run_id)
+    outputs = {step.id: step.output for step in run.steps if step.status == "completed"}
     _emit(ctx, as_json, run_dict(run, outputs), lambda: format_run(run, outputs))
 
 

@@ -24,6 +24,16 @@ class StepRecord(BaseModel):
     error: dict[str, str] | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    output: Any = None
+    """The step's stored result, once completed."""
+    wake_at: datetime | None = None
+    """When a sleep ends, a retry is due, or a wait or invoke times out."""
+    waiting_for: str | None = None
+    """The event name a ``wait_for_event`` step waits for."""
+    child_run_id: str | None = None
+    """The run an ``invoke`` step started."""
+    task_id: str | None = None
+    """The Celery task id a ``run_task`` step sent."""
 
 
 class Run(BaseModel):

@@ -17,6 +17,12 @@ def to_run(record: RunRecord) -> Run:
             error=state.get("error") if state.get("status") in ("failed", "retrying") else None,
             started_at=ms_to_datetime(state.get("started_at")),
             ended_at=ms_to_datetime(state.get("ended_at")),
+            output=state.get("result") if state.get("status") == "completed" else None,
+            wake_at=(None if state.get("status") in ("completed", "failed")
+                     else ms_to_datetime(state.get("wake_at"))),
+            waiting_for=state.get("event"),
+            child_run_id=state.get("child"),
+            task_id=state.get("task_id"),
         )
         for key, state in record.ordered_steps()
     ]
