@@ -25,6 +25,7 @@ from celery_steps.errors import (
     error_dict,
 )
 from celery_steps.events import Event
+from celery_steps.faults import crash_point
 from celery_steps.functions import Function
 from celery_steps.settings import Settings
 from celery_steps.store.base import Outcome, RunRecord, StateStore, Suspension
@@ -153,6 +154,7 @@ class Executor:
             if finish is not None and (suspension.wake_at is None or suspension.wake_at > finish):
                 suspension = replace(suspension, wake_at=finish)
             rerun = store.suspend(run.id, token, suspension)
+            crash_point("run.after_suspend", function.id)
             return "rerun" if rerun else ("suspended" if rerun is False else "stopped")
         except (Stop, BranchDone, Planned) as interrupt:
             if branch is None:
@@ -190,5 +192,6 @@ class Executor:
         if not self._store_of().finish(run.id, token, outcome, retention_ms=retention):
             return "stopped: lease lost or cancelled"
         run.status, run.output, run.error, run.ended_at = status, output, error, outcome.ended_at
+        crash_point("run.after_finish", function.id)
         self._services.on_run_ended(function, run, outcome)
         return status

@@ -25,6 +25,7 @@ from celery_steps.errors import (
 )
 from celery_steps.events import Event
 from celery_steps.expressions import Expression, match_key_at, match_to_expression
+from celery_steps.faults import crash_point
 from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
 
 T = TypeVar("T")
@@ -189,7 +190,10 @@ class StepTools:
             self._current = None
         done = {**base, "status": "completed", "attempts": attempts + 1,
                 "ended_at": self._now(), "result": result}
-        return self._replayed(key, self._remember(key, done))  # type: ignore[no-any-return]
+        crash_point("step.before_checkpoint", key)
+        stored = self._remember(key, done)
+        crash_point("step.after_checkpoint", key)
+        return self._replayed(key, stored)  # type: ignore[no-any-return]
 
     def _retry_or_fail(self, key: str, base: dict[str, Any], attempts: int,
                        exc: Exception) -> Any:
@@ -343,6 +347,7 @@ class StepTools:
         if state["status"] not in FINAL and not state.get("sent"):
             # the same child id on every try
             self._scope.services.start_child(self._scope.run, function, data, key)
+            crash_point("invoke.after_start_child", key)
             state = self._remember(key, {**state, "sent": True})
         if state["status"] in FINAL:
             return self._replayed(key, state)
@@ -375,6 +380,7 @@ class StepTools:
         if state["status"] not in FINAL and not state.get("sent"):
             # a publish that failed is sent again on the next attempt (same task id)
             self._scope.services.send_task_step(self._scope.run, task, args, kwargs, key)
+            crash_point("run_task.after_publish", key)
             state = self._remember(key, {**state, "sent": True})
         if state["status"] in FINAL:
             return self._replayed(key, state)

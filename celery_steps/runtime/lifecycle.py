@@ -18,6 +18,7 @@ from typing import Any
 from celery_steps.clock import Clock
 from celery_steps.errors import ConfigurationError, InvalidEventError, RunNotFound
 from celery_steps.events import FUNCTION_FAILED, FUNCTION_INVOKED, Event, validate_event
+from celery_steps.faults import crash_point
 from celery_steps.functions import Function, Registry
 from celery_steps.runtime.ports import Transport
 from celery_steps.runtime.runs import new_run, run_id_for
@@ -115,6 +116,7 @@ class Lifecycle:
             delayed = event.ts > now + 1000
             route_at = event.ts if delayed else now + sweep
             if self.store.put_event(event.id, payload, route_at=route_at, ttl_ms=self.event_ttl_ms):
+                crash_point("accept.after_put_event", event.name)
                 if not delayed:
                     self._publish_route(event.id)
             else:
@@ -181,6 +183,7 @@ class Lifecycle:
         if not self.store.put_event(event.id, envelope(event, now), route_at=now + 60_000,
                                     ttl_ms=self.event_ttl_ms):
             return None
+        crash_point("cron.after_put_event", fn.id)
         run_id = run_id_for(fn.id, event.id)
         self.create_and_enqueue(fn, run_id, [event.model_dump()])
         self.store.complete_routing(event.id, [run_id], ttl_ms=self.event_ttl_ms)

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from celery_steps.expressions import Expression
+from celery_steps.faults import crash_point
 from celery_steps.functions import Function
 from celery_steps.runtime.flow import admit, collect, collects, has_admission
 from celery_steps.runtime.lifecycle import Lifecycle
@@ -36,8 +37,10 @@ def route_event(life: Lifecycle, event_id: str) -> list[str]:
     event: dict[str, Any] = envelope["event"]
     received_at = int(envelope["received_at"])
     run_ids = _start_runs(life, event)
+    crash_point("route.after_start_runs", event["name"])
     _resume_waiters(life, event, received_at)
     _apply_cancel_on(life, event, received_at)
+    crash_point("route.before_complete", event["name"])
     store.complete_routing(event_id, run_ids, ttl_ms=life.event_ttl_ms)
     return run_ids
 
