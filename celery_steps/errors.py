@@ -79,6 +79,11 @@ class RetryAfterError(CeleryStepsError):
         return max(0.0, seconds)
 
 
+class WorkerLostError(CeleryStepsError):
+    """The worker process executing a step (or the handler) died: killed, out of memory, a
+    hard time limit, ``os._exit``. Each death counts as a failed attempt."""
+
+
 class StepError(CeleryStepsError):
     """A step failed for good. Raised where the handler called the step, on every replay."""
 

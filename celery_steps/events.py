@@ -15,6 +15,9 @@ from celery_steps.errors import InvalidEventError
 MAX_NAME_LENGTH = 256
 INTERNAL_PREFIX = "celery_steps/"
 FUNCTION_FAILED = "celery_steps/function.failed"
+FUNCTION_FINISHED = "celery_steps/function.finished"
+FUNCTION_CANCELLED = "celery_steps/function.cancelled"
+SYSTEM_EVENTS = frozenset({FUNCTION_FAILED, FUNCTION_FINISHED, FUNCTION_CANCELLED})
 FUNCTION_INVOKED = "celery_steps/function.invoked"
 CRON_EVENT = "celery_steps/cron"
 

@@ -21,7 +21,7 @@ class Settings:
     retry_backoff_max: float = 600.0
     run_retention: float = 7 * 24 * 3600.0
     event_dedupe_window: float = 24 * 3600.0
-    lease_ttl: float = 30.0
+    lease_ttl: float = 10.0
     start_watchdog: float = 300.0
     route_sweep_after: float = 120.0
     timer_poller: bool = True

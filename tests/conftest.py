@@ -14,11 +14,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from celery_steps.clock import FakeClock
 from celery_steps.store.memory import MemoryStore
 from celery_steps.store.redis import RedisStore
 
@@ -96,14 +98,44 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+class AgingClock(FakeClock):
+    """A fake clock that also ages a Redis store: every key of its namespace that expires
+    comes ``delta`` closer to expiring, as if that much time had passed on the server."""
+
+    def __init__(self) -> None:
+        super().__init__(start_ms=int(time.time() * 1000))
+        self.redis: RedisStore | None = None
+
+    def advance(self, delta: float | timedelta) -> None:
+        ms = delta // timedelta(milliseconds=1) if isinstance(delta, timedelta) else round(
+            float(delta) * 1000)
+        if self.redis is not None:
+            client = self.redis.r
+            for key in client.scan_iter(match=f"{self.redis.ns}:*", count=1000):
+                left = client.pttl(key)
+                if left > ms:
+                    client.pexpire(key, left - ms)
+                elif left >= 0:
+                    client.delete(key)
+        super().advance(delta)
+
+
+@pytest.fixture
+def aging_clock() -> AgingClock:
+    return AgingClock()
+
+
 @pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, namespace: str) -> Iterator[Any]:
-    """Every StateStore implementation, for the contract suite."""
+def store(request: pytest.FixtureRequest, namespace: str,
+          aging_clock: AgingClock) -> Iterator[Any]:
+    """Every StateStore implementation, for the contract suite. ``aging_clock.advance``
+    ages both alike (the memory store's clock; the Redis keys' TTLs)."""
     if request.param == "memory":
-        yield MemoryStore()
+        yield MemoryStore(aging_clock)
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     s = RedisStore.from_url(server.url(), namespace=namespace)
+    aging_clock.redis = s
     yield s
     s.close()
 

@@ -1,11 +1,13 @@
-"""Execute one run: take the lease, replay the handler, record how it stopped."""
+"""Execute one run: hold it, replay the handler, record how it stopped.
+
+See :mod:`celery_steps.engine` for the model, and :mod:`celery_steps.engine.liveness` for how
+a held run stays held while its process lives, and is taken over (a crash counted) when it
+dies.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -13,15 +15,16 @@ from typing import Any
 from celery_steps.clock import Clock
 from celery_steps.context import Context
 from celery_steps.engine.interrupts import BranchDone, Planned, Stop, Suspend
+from celery_steps.engine.liveness import Heartbeat
 from celery_steps.engine.runlog import ReplayAwareLogger
 from celery_steps.engine.scope import RunScope, Services
 from celery_steps.engine.serialization import round_trip
 from celery_steps.engine.steps import StepTools
 from celery_steps.errors import (
     CeleryStepsError,
-    NonRetriableError,
-    SerializationError,
+    RetryAfterError,
     StepError,
+    WorkerLostError,
     error_dict,
 )
 from celery_steps.events import Event
@@ -34,43 +37,6 @@ log = logging.getLogger("celery_steps.executor")
 user_log = logging.getLogger("celery_steps.run")
 
 
-class LeaseKeeper:
-    """One daemon thread per process renewing the leases of runs executing here."""
-
-    def __init__(self, store_of: Callable[[], StateStore], clock: Clock, lease_ms: int) -> None:
-        self._store_of, self._clock, self._lease_ms = store_of, clock, lease_ms
-        self._active: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._pid = 0
-        self._wake = threading.Event()
-
-    def hold(self, run_id: str, token: str) -> None:
-        with self._lock:
-            self._active[run_id] = token
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                threading.Thread(target=self._loop, name="celery-steps-lease", daemon=True).start()
-
-    def drop(self, run_id: str) -> None:
-        with self._lock:
-            self._active.pop(run_id, None)
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(self._lease_ms / 3000)
-            with self._lock:
-                active = list(self._active.items())
-            for run_id, token in active:
-                try:
-                    self._store_of().renew(run_id, token, now=self._clock.now_ms(),
-                                           lease_ms=self._lease_ms)
-                except Exception:  # the next round tries again; the watchdog covers the rest
-                    log.warning("could not renew the lease of run %s", run_id, exc_info=True)
-
-
-NOT_RETRIED = (NonRetriableError, SerializationError, StepError, CeleryStepsError)
-
-
 class Executor:
     """Runs handlers against the store. Stateless between runs; safe to share in a process."""
 
@@ -81,30 +47,33 @@ class Executor:
         self._settings = settings
         self._services = services
         self._lease_ms = int(float(settings.lease_ttl) * 1000)
-        self._keeper = LeaseKeeper(store_of, clock, self._lease_ms)
+        self.heartbeat = Heartbeat(store_of, clock, self._lease_ms)
 
     def execute(self, function: Function, run_id: str, *, branch: str | None = None) -> str:
         """Execute (or resume) a run. Returns what happened, for logs and tests."""
         store = self._store_of()
-        token = uuid.uuid4().hex
+        holder = self.heartbeat.new_holder()
         if branch is not None:
-            run = store.load_run(run_id)
-            if run is None or run.ended:
-                return "missing" if run is None else "ended"
-            return self._replay(function, run, token, branch=branch)
-        status, run = store.acquire(run_id, token, now=self._clock.now_ms(),
+            return self._execute_branch(function, run_id, branch, holder)
+        status, run = store.acquire(run_id, holder, now=self._clock.now_ms(),
                                     lease_ms=self._lease_ms)
+        if status == "ended" and run is not None:  # its end's notifications are pending
+            self._services.notify_end(function, run, _outcome_of(run))
+            return "ended"
         if status != "ok" or run is None:
             log.debug("run %s not executed: %s", run_id, status)
             return status
-        self._keeper.hold(run_id, token)
+        self.heartbeat.hold(run_id, holder)
         try:
+            if run.crashes > function.retries:
+                return self._end(function, run, holder, "failed", error=error_dict(
+                    WorkerLostError(_lost_message(run.crashes))))
             overdue = self._overdue(function, run)
             if overdue:
                 self._services.cancel(run_id, reason=overdue)
                 return "cancelled"
             while True:
-                result = self._replay(function, run, token)
+                result = self._replay(function, run, holder)
                 if result != "rerun":
                     return result
                 fresh = store.load_run(run_id)
@@ -112,10 +81,22 @@ class Executor:
                     return "missing"
                 run = fresh
         except BaseException:
-            store.release(run_id, token)
+            store.release(run_id, holder)
             raise
         finally:
-            self._keeper.drop(run_id)
+            self.heartbeat.drop(run_id)
+
+    def _execute_branch(self, function: Function, run_id: str, branch: str, holder: str) -> str:
+        """Run one ``parallel`` branch, held so that a re-sent copy cannot run beside it."""
+        store = self._store_of()
+        status, run, crashes = store.acquire_branch(run_id, branch, holder)
+        if status != "ok" or run is None:
+            return status
+        try:
+            run.crashes = crashes
+            return self._replay(function, run, holder, branch=branch)
+        finally:
+            store.release_branch(run_id, branch, holder)
 
     def _overdue(self, function: Function, run: RunRecord) -> str | None:
         """Why the run must be cancelled now under its Timeouts, if it must."""
@@ -129,11 +110,11 @@ class Executor:
                     f"{function.timeouts.finish if function.timeouts else '?'}")
         return None
 
-    def _replay(self, function: Function, run: RunRecord, token: str,
+    def _replay(self, function: Function, run: RunRecord, holder: str,
                 branch: str | None = None) -> str:
         store = self._store_of()
-        scope = RunScope(store, self._clock, self._settings, function, run, token,
-                         self._services, branch=branch)
+        scope = RunScope(store, self._clock, self._settings, function, run, holder,
+                         self._services, branch=branch, crashes=run.crashes)
         tools = StepTools(scope)
         events = [Event.model_validate(e) for e in run.events] or [Event(name="unknown")]
         ctx = Context(events[0], events, tools, run.id, function.id,
@@ -153,45 +134,57 @@ class Executor:
             finish = run.deadlines.get("finish")
             if finish is not None and (suspension.wake_at is None or suspension.wake_at > finish):
                 suspension = replace(suspension, wake_at=finish)
-            rerun = store.suspend(run.id, token, suspension)
+            rerun = store.suspend(run.id, holder, suspension)
             crash_point("run.after_suspend", function.id)
             return "rerun" if rerun else ("suspended" if rerun is False else "stopped")
         except (Stop, BranchDone, Planned) as interrupt:
             if branch is None:
-                store.release(run.id, token)
+                store.release(run.id, holder)
             return f"stopped: {interrupt}"
         except StepError as exc:
-            return self._end(function, run, token, "failed", error={
+            return self._end(function, run, holder, "failed", error={
                 "name": exc.name, "message": exc.message})
-        except NOT_RETRIED as exc:
-            return self._end(function, run, token, "failed", error=error_dict(exc))
+        except RetryAfterError as exc:  # the handler's own code asks for a later attempt
+            return self._retry_handler(function, scope, exc)
+        except CeleryStepsError as exc:  # NonRetriable, Serialization, NonDeterminism, ...
+            return self._end(function, run, holder, "failed", error=error_dict(exc))
         except Exception as exc:
             return self._retry_handler(function, scope, exc)
         if branch is not None:
             return "branch-finished"
-        return self._end(function, run, token, "completed", encoded=encoded, output=output)
+        return self._end(function, run, holder, "completed", encoded=encoded, output=output)
 
     def _retry_handler(self, function: Function, scope: RunScope, exc: Exception) -> str:
         run = scope.run
         if run.attempt >= function.retries:
             log.warning("run %s of %s failed for good after %d attempts: %r",
                         run.id, function.id, run.attempt + 1, exc)
-            return self._end(function, run, scope.token, "failed", error=error_dict(exc))
+            return self._end(function, run, scope.holder, "failed", error=error_dict(exc))
         log.info("run %s of %s raised %s (attempt %d), retrying",
                  run.id, function.id, type(exc).__name__, run.attempt + 1)
         wake_at = self._clock.now_ms() + scope.retry_delay_ms(run.attempt, exc)
         suspension = Suspension("queued", wake_at, attempt=run.attempt + 1)
-        rerun = scope.store.suspend(run.id, scope.token, suspension)
+        rerun = scope.store.suspend(run.id, scope.holder, suspension)
         return "rerun" if rerun else "retry-scheduled"
 
-    def _end(self, function: Function, run: RunRecord, token: str, status: str, *,
+    def _end(self, function: Function, run: RunRecord, holder: str, status: str, *,
              encoded: str | None = None, output: Any = None,
              error: dict[str, str] | None = None) -> str:
         outcome = Outcome(status, self._clock.now_ms(), encoded, error)  # type: ignore[arg-type]
         retention = int(float(self._settings.run_retention) * 1000)
-        if not self._store_of().finish(run.id, token, outcome, retention_ms=retention):
+        if not self._store_of().finish(run.id, holder, outcome, retention_ms=retention):
             return "stopped: lease lost or cancelled"
         run.status, run.output, run.error, run.ended_at = status, output, error, outcome.ended_at
         crash_point("run.after_finish", function.id)
-        self._services.on_run_ended(function, run, outcome)
+        self._services.notify_end(function, run, outcome)
         return status
+
+
+def _outcome_of(run: RunRecord) -> Outcome:
+    """How an ended run ended, from its record (to redo its notifications)."""
+    return Outcome(run.status, run.ended_at or run.created_at, None, run.error)  # type: ignore[arg-type]
+
+
+def _lost_message(crashes: int) -> str:
+    return (f"the worker process executing this run died {crashes} times in a row (killed, "
+            "out of memory, a hard time limit or os._exit) and it is not retried further")

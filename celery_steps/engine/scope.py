@@ -24,8 +24,9 @@ class Services(Protocol):
     def start_child(self, parent: RunRecord, function: Any, data: Any, step_key: str) -> str: ...
     def send_task_step(self, run: RunRecord, task: Any, args: Any, kwargs: Any,
                        step_key: str) -> str: ...
+    def task_outcome(self, task_id: str) -> dict[str, Any] | None: ...
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None: ...
-    def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None: ...
+    def notify_end(self, function: Function, run: RunRecord, outcome: Outcome) -> None: ...
     def enqueue(self, function_id: str, run_id: str) -> None: ...
     def cancel(self, run_id: str, *, reason: str = ...) -> None: ...
 
@@ -39,11 +40,14 @@ class RunScope:
     settings: Settings
     function: Function
     run: RunRecord
-    token: str
+    holder: str
     services: Services
     planning: bool = False
     branch: str | None = None
     fatal: CeleryStepsError | None = None
+    # Deaths of the process that ran this run (or branch) since its last progress, not yet
+    # charged to a step's attempts.
+    crashes: int = 0
 
     def retry_delay_ms(self, attempts: int, exc: BaseException) -> int:
         if isinstance(exc, RetryAfterError):

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from celery_steps.durations import parse_duration, parse_when, to_ms
 from celery_steps.engine.interrupts import Planned, Stop, Suspend
@@ -20,6 +20,7 @@ from celery_steps.errors import (
     NonRetriableError,
     SerializationError,
     StepError,
+    WorkerLostError,
     error_dict,
     step_error_for,
 )
@@ -131,7 +132,7 @@ class StepTools:
         if self._scope.branch is not None:
             return self._scope.save_branch(key, state)
         status, existing = self._scope.store.save_step(
-            self._scope.run.id, self._scope.token, key, state
+            self._scope.run.id, self._scope.holder, key, state
         )
         if status == "exists" and existing is not None:
             state = existing
@@ -166,11 +167,17 @@ class StepTools:
         if self._scope.branch is not None and self._scope.branch != key:
             raise Stop("not this branch")
         now = self._now()
-        if state is not None and state.get("wake_at", 0) > now:
-            raise self._suspend("queued", state["wake_at"], key, state)
         attempts = int(state.get("attempts", 0)) if state else 0
         started = int(state.get("started_at", now)) if state else now
         base = {"op": "run", "pos": pos, "started_at": started}
+        if self._scope.crashes:  # the process running this step died: those were attempts
+            crashes, self._scope.crashes = self._scope.crashes, 0
+            lost = WorkerLostError(
+                f"the worker process running step {key!r} died (killed, out of memory, a "
+                f"hard time limit or os._exit); {crashes} attempt(s) lost")
+            return self._retry_or_fail(key, base, attempts + crashes - 1, lost)  # type: ignore[no-any-return]
+        if state is not None and state.get("wake_at", 0) > now:
+            raise self._suspend("queued", state["wake_at"], key, state)
         self._current, self._current_attempt = key, attempts
         try:
             value = fn(*args, **kwargs)
@@ -357,8 +364,17 @@ class StepTools:
                 "name": "StepTimeoutError",
                 "message": f"invoked run {state['child']} did not end in time"}}
         if child_state is None:
-            raise self._suspend("waiting", state.get("wake_at"), key, state)
+            self._wait_checked(key, state, now)
         return self._replayed(key, self._resolve(key, {**state, **child_state, "ended_at": now}))
+
+    def _wait_checked(self, key: str, state: dict[str, Any], now: int) -> NoReturn:
+        """Suspend a waiting ``invoke``/``run_task``: woken when the awaited run or task ends,
+        and also now and then to look for itself, in case that notice was lost."""
+        checks = int(state.get("checks", 0))
+        check_at = now + min(CHECK_MAX_MS, CHECK_FIRST_MS * 2 ** min(checks, 16))
+        timeout = state.get("wake_at")
+        wake_at = check_at if timeout is None else min(int(timeout), check_at)
+        raise self._suspend("waiting", wake_at, key, {**state, "checks": checks + 1})
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
         """Run zero-argument callables (each calling ``ctx.step.run``) as parallel steps."""
@@ -372,19 +388,55 @@ class StepTools:
         if self._scope.planning:
             raise Planned(key)
         now = self._now()
+        send = (task, args, kwargs)
         if state is None:
+            # recorded (under the holder's fence) before the task goes out
             state = self._remember(key, {
                 "op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
                 "task_id": task_run_id(self._scope.run.id, key), "attempts": 1,
                 "wake_at": None, "sent": False})
-        if state["status"] not in FINAL and not state.get("sent"):
-            # a publish that failed is sent again on the next attempt (same task id)
-            self._scope.services.send_task_step(self._scope.run, task, args, kwargs, key)
-            crash_point("run_task.after_publish", key)
-            state = self._remember(key, {**state, "sent": True})
+            state = self._send_task(key, state, send)
+        elif not state.get("sent"):
+            state = self._resend_task(key, state, send, now)
+        elif state["status"] not in FINAL:  # woken to look: did its result notice get lost?
+            seen = self._scope.services.task_outcome(state["task_id"])
+            if seen is not None and seen["status"] in FINAL:
+                state = self._resolve(key, {**state, **seen, "ended_at": now})
         if state["status"] in FINAL:
             return self._replayed(key, state)
-        raise self._suspend("waiting", state.get("wake_at"), key, state)
+        self._wait_checked(key, state, now)
+
+    def _send_task(self, key: str, state: dict[str, Any], send: tuple[Any, Any, Any]) -> dict[
+        str, Any
+    ]:
+        task, args, kwargs = send
+        try:
+            self._scope.services.send_task_step(self._scope.run, task, args, kwargs, key)
+        except Exception:  # refused: the next attempt sends it at once
+            self._remember(key, {**state, "refused": True})
+            raise
+        crash_point("run_task.after_publish", key)
+        return self._remember(key, {**state, "sent": True, "refused": False})
+
+    def _resend_task(self, key: str, state: dict[str, Any], send: tuple[Any, Any, Any],
+                     now: int) -> dict[str, Any]:
+        """The last execution died around the publish: it may or may not have gone out."""
+        if state.get("refused"):
+            return self._send_task(key, state, send)
+        seen = self._scope.services.task_outcome(state["task_id"])
+        if seen is not None:  # it went out: started or ended
+            return self._remember(key, {**state, "sent": True})
+        resend_at = int(state["started_at"]) + RESEND_AFTER_MS
+        if now >= resend_at:  # not seen after a long while: it was lost (at least once)
+            return self._send_task(key, state, send)
+        raise self._suspend("waiting", resend_at, key, state)
+
+
+CHECK_FIRST_MS = 60_000
+CHECK_MAX_MS = 3_600_000
+# A run_task publish whose fate is unknown (the process died around it) is sent again only if
+# the task has not been seen starting or ending this long after the first try.
+RESEND_AFTER_MS = 300_000
 
 
 def _checked(build: Callable[[], T]) -> T:
@@ -400,9 +452,12 @@ def child_run_id(parent_run_id: str, step_key: str) -> str:
     return "run_" + derived_id(parent_run_id, step_key, "invoke")
 
 
+TASK_ID_PREFIX = "task_"
+
+
 def task_run_id(run_id: str, step_key: str) -> str:
     """The Celery task id a ``run_task`` step sends (stable across replays)."""
-    return "task_" + derived_id(run_id, step_key)
+    return TASK_ID_PREFIX + derived_id(run_id, step_key)
 
 
 def derived_id(*parts: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 from celery import Celery, bootsteps
 
+from celery_steps.integration.children import ChildHeartbeat, child_pids
 from celery_steps.runtime import Runtime
 from celery_steps.runtime.timers import TimerPoller
 
@@ -40,6 +41,31 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+
+
+class ChildHeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """In a prefork worker, beats for the pool's processes (see ``integration.children``)."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.beater: ChildHeartbeat | None = None
+
+    def start(self, parent: Any) -> None:
+        runtime = runtime_of(parent.app)
+        if runtime is None or child_pids(parent) is None:
+            return
+        self.beater = ChildHeartbeat(runtime, parent)
+        self.beater.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.beater is not None:
+            self.beater.stop()
+            self.beater = None
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)

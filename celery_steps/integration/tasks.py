@@ -6,11 +6,18 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import task_prerun
 
+from celery_steps.engine.steps import TASK_ID_PREFIX
 from celery_steps.errors import error_dict
 from celery_steps.functions import Function
 from celery_steps.integration.beat import add_beat_entries, fire_cron
-from celery_steps.integration.bootstep import RUNTIME_ATTR, TimerPollerStep, add_worker_option
+from celery_steps.integration.bootstep import (
+    RUNTIME_ATTR,
+    ChildHeartbeatStep,
+    TimerPollerStep,
+    add_worker_option,
+)
 from celery_steps.integration.transport import (
     BRANCH_TASK,
     CRON_TASK,
@@ -51,7 +58,17 @@ def install(app: Celery, runtime: Runtime) -> None:
                                                                    "error": error_dict(exc)})
 
     app.steps["worker"].add(TimerPollerStep)
+    app.steps["worker"].add(ChildHeartbeatStep)
     add_worker_option(app)
+
+    @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def note_task_started(sender: Any = None, task_id: str = "", **kwargs: Any) -> None:
+        """A ``run_task`` task started: it was published, never send it again."""
+        if task_id.startswith(TASK_ID_PREFIX) and getattr(sender, "app", None) is app:
+            try:
+                runtime.task_started(task_id)
+            except Exception:  # only a resend safety net: never fail the user's task
+                log.warning("could not record the start of task %s", task_id, exc_info=True)
 
     @app.on_after_finalize.connect(weak=False)  # type: ignore[untyped-decorator]
     def keep_beat_entries(sender: Any, **kwargs: Any) -> None:

@@ -6,9 +6,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
+from celery.backends.base import DisabledBackend
 
-from celery_steps.errors import ConfigurationError
+from celery_steps.errors import ConfigurationError, error_dict
 from celery_steps.functions import TASK_PREFIX, Registry
 
 ROUTE_TASK = "celery_steps.route"
@@ -54,6 +55,18 @@ class CeleryTransport(CeleryPublisher):
             return
         with self.app.producer_or_acquire() as producer:
             yield CeleryPublisher(self.app, self.registry, producer)
+
+    def task_result(self, task_id: str) -> dict[str, Any] | None:
+        """Read the result backend, if the app has one that stored this task's result."""
+        if isinstance(self.app.backend, DisabledBackend):
+            return None
+        result = self.app.AsyncResult(task_id)
+        state = result.state
+        if state == states.SUCCESS:
+            return {"status": "completed", "result": result.result}
+        if state in states.PROPAGATE_STATES:
+            return {"status": "failed", "error": error_dict(result.result)}
+        return None
 
     def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,
                   task_id: str, reply_to: tuple[str, str, str]) -> None:

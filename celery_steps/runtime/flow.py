@@ -57,7 +57,7 @@ def admit(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> 
     if flow.singleton is not None:
         option_s = flow.singleton
         single = gate(life, "single", fn, option_s.key, event)
-        holder = store.claim_singleton(single, run_id)
+        holder = store.claim_singleton(single, run_id, now=now)
         if holder is not None:
             if option_s.mode == "skip":
                 log.info("singleton %s: run %s is active, event %s skipped",
@@ -65,7 +65,7 @@ def admit(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> 
                 return None
             life.cancel(holder, reason=f"replaced by a newer run (singleton, event "
                                         f"{event['id']})")
-            store.claim_singleton(single, run_id, force=True)
+            store.claim_singleton(single, run_id, now=now, force=True)
     delay = 0
     if flow.throttle is not None:
         option_t = flow.throttle

@@ -17,7 +17,15 @@ from typing import Any
 
 from celery_steps.clock import Clock
 from celery_steps.errors import ConfigurationError, InvalidEventError, RunNotFound
-from celery_steps.events import FUNCTION_FAILED, FUNCTION_INVOKED, Event, validate_event
+from celery_steps.events import (
+    FUNCTION_CANCELLED,
+    FUNCTION_FAILED,
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    SYSTEM_EVENTS,
+    Event,
+    validate_event,
+)
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function, Registry
 from celery_steps.runtime.ports import Transport
@@ -62,7 +70,8 @@ class Lifecycle:
                     url = resolve_store_url(self._store_url, self.conf)
                     shared = self._store is not None and url.startswith("memory://")
                     if not shared:
-                        self._store = open_store(url, namespace=self.settings.namespace)
+                        self._store = open_store(url, namespace=self.settings.namespace,
+                                                 clock=self.clock)
                         self._store.register_functions(list(self.registry.by_id))
                     self._store_pid = os.getpid()
         assert self._store is not None
@@ -105,23 +114,28 @@ class Lifecycle:
         for event in events:
             if "ts" not in event.model_fields_set or not event.ts:
                 event = event.model_copy(update={"ts": now})  # "now" on the steps clock
-            validate_event(event, max_bytes=int(self.settings.event_max_bytes),
-                           allow_internal=internal)
-            encoded.append((event, envelope(event, now)))
+            encoded.append((event, validate_event(
+                event, max_bytes=int(self.settings.event_max_bytes), allow_internal=internal)))
         ids = [event.id for event, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEventError("the same event id appears twice in one send")
-        sweep = int(float(self.settings.route_sweep_after) * 1000)
         for event, payload in encoded:
-            delayed = event.ts > now + 1000
-            route_at = event.ts if delayed else now + sweep
-            if self.store.put_event(event.id, payload, route_at=route_at, ttl_ms=self.event_ttl_ms):
+            if self._store_event(event, payload, now):
                 crash_point("accept.after_put_event", event.name)
-                if not delayed:
+                if event.ts <= now + 1000:
                     self._publish_route(event.id)
             else:
                 log.info("event %s was already sent in the dedupe window; ignored", event.id)
         return ids
+
+    def _store_event(self, event: Event, payload: str, now: int) -> bool:
+        """Store an event with its routing timer: at ``ts`` for a delayed event (kept the
+        dedupe window past it), else a sweep in case the routing message is lost."""
+        delay = max(0, event.ts - now) if event.ts > now + 1000 else 0
+        route_at = now + delay if delay else now + int(float(self.settings.route_sweep_after)
+                                                       * 1000)
+        return self.store.put_event(event.id, payload, route_at=route_at,
+                                    ttl_ms=self.event_ttl_ms + delay)
 
     def _publish_route(self, event_id: str) -> None:
         try:
@@ -177,18 +191,6 @@ class Lifecycle:
         """Send the task that executes (or resumes) a run, with no ETA."""
         self.transport.enqueue_run(function_id, run_id)
 
-    def start_cron_run(self, fn: Function, event: Event) -> str | None:
-        """Start the run of one cron tick; None when the tick already started one."""
-        now = self.clock.now_ms()
-        if not self.store.put_event(event.id, envelope(event, now), route_at=now + 60_000,
-                                    ttl_ms=self.event_ttl_ms):
-            return None
-        crash_point("cron.after_put_event", fn.id)
-        run_id = run_id_for(fn.id, event.id)
-        self.create_and_enqueue(fn, run_id, [event.model_dump()])
-        self.store.complete_routing(event.id, [run_id], ttl_ms=self.event_ttl_ms)
-        return run_id
-
     # -- ending runs --------------------------------------------------------------------------
     def cancel(self, run_id: str, *, reason: str = "cancelled by steps.cancel()") -> None:
         """Cancel a run in any state; it stops at its next step boundary. Ended runs stay."""
@@ -201,11 +203,19 @@ class Lifecycle:
             record = self.store.load_run(run_id)
             fn = self.registry.by_id.get(record.function_id) if record else None
             if record is not None and fn is not None:
-                self.on_run_ended(fn, record, Outcome("cancelled", self.clock.now_ms(), None,
-                                                      record.error))
+                outcome = Outcome("cancelled", record.ended_at or self.clock.now_ms(), None,
+                                  record.error)
+                self.notify_end(fn, record, outcome)
 
-    def on_run_ended(self, function: Function, run: RunRecord, outcome: Outcome) -> None:
-        """Notify a waiting parent and send ``celery_steps/function.failed`` on failure."""
+    def notify_end(self, function: Function, run: RunRecord, outcome: Outcome) -> None:
+        """Do what follows a run's end, then clear its outbox. Every part is idempotent: if
+        this process dies half way, the outbox timer has it done again."""
+        self._notify_parent(run, outcome)
+        self._send_system_events(function, run, outcome)
+        self.store.notified(run.id)
+
+    def _notify_parent(self, run: RunRecord, outcome: Outcome) -> None:
+        """Resolve the ``invoke`` step of the run that started this one, and resume it."""
         if run.parent:
             if outcome.status == "completed":
                 update: dict[str, Any] = {"status": "completed", "result": run.output}
@@ -216,16 +226,33 @@ class Lifecycle:
             parent = run.parent
             self.resolve_and_wake(parent["run_id"], parent["function_id"], parent["step_key"],
                                   update)
-        if outcome.status == "failed" and not function.internal:
-            data = {"function_id": function.id, "run_id": run.id,
-                    "error": outcome.error or {"name": "Error", "message": ""},
-                    "event": run.events[0] if run.events else None}
-            failed = Event(name=FUNCTION_FAILED, data=data, id=f"failed-{run.id}",
-                           ts=self.clock.now_ms())
-            try:
-                self.accept([failed], internal=True)
-            except Exception:
-                log.exception("could not send %s for run %s", FUNCTION_FAILED, run.id)
+
+    def _send_system_events(self, function: Function, run: RunRecord, outcome: Outcome) -> None:
+        """``function.finished`` for every end, plus ``function.failed`` or
+        ``function.cancelled``; their ids derive from the run, so a redo sends nothing twice.
+        Runs started by a system event send none (a function triggered by
+        ``function.finished`` must not trigger itself forever)."""
+        trigger = run.events[0] if run.events else None
+        if function.internal or (trigger is not None and trigger.get("name") in SYSTEM_EVENTS):
+            return
+        data: dict[str, Any] = {"function_id": function.id, "run_id": run.id,
+                                "status": outcome.status}
+        if outcome.status == "completed":
+            room = int(self.settings.event_max_bytes) // 2
+            if len(json.dumps(run.output, separators=(",", ":"))) <= room:
+                data["output"] = run.output
+            else:  # read it with steps.get_run(run_id)
+                data["output_omitted"] = True
+        else:
+            data["error"] = outcome.error or {"name": "Error", "message": ""}
+        events = [Event(name=FUNCTION_FINISHED, data=data, id=f"finished-{run.id}")]
+        if outcome.status == "failed":
+            events.append(Event(name=FUNCTION_FAILED, id=f"failed-{run.id}", data={
+                **data, "event": trigger}))
+        elif outcome.status == "cancelled":
+            events.append(Event(name=FUNCTION_CANCELLED, id=f"cancelled-{run.id}", data={
+                **data, "event": trigger}))
+        self.accept(events, internal=True)
 
     def resolve_and_wake(self, run_id: str, function_id: str, step_key: str,
                          update: dict[str, Any]) -> bool:
@@ -241,10 +268,3 @@ class Lifecycle:
         """A Celery task awaited by ``ctx.step.run_task`` ended: store it and resume the run."""
         self.resolve_and_wake(run_id, function_id, step_key,
                               {**update, "ended_at": self.clock.now_ms()})
-
-
-def envelope(event: Event, received_at: int) -> str:
-    """What the store keeps per accepted event: the event and when it was received (waits
-    match only events received after they began)."""
-    return json.dumps({"event": event.model_dump(), "received_at": received_at},
-                      separators=(",", ":"))

@@ -35,3 +35,7 @@ class Transport(Publisher, Protocol):
                   task_id: str, reply_to: tuple[str, str, str]) -> None:
         """Send a user's Celery task for ``ctx.step.run_task``; when it ends, its result (or
         error) resolves step ``reply_to = (run_id, function_id, step_key)``."""
+
+    def task_result(self, task_id: str) -> dict[str, Any] | None:
+        """A ``run_task`` task's outcome from the result backend, if it has one:
+        ``{"status": "completed", "result": ...}`` or ``{"status": "failed", "error": ...}``."""

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from celery_steps.events import CRON_EVENT
 from celery_steps.expressions import Expression
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
@@ -45,11 +46,21 @@ def route_event(life: Lifecycle, event_id: str) -> list[str]:
     return run_ids
 
 
+def _targets(life: Lifecycle, event: dict[str, Any]) -> list[Function]:
+    """The functions an event starts: those whose trigger matches it, or, for a cron tick,
+    the function it ticks for."""
+    if event["name"] == CRON_EVENT:
+        fn = life.registry.by_id.get(str(event.get("data", {}).get("function_id")))
+        return [fn] if fn is not None else []
+    return [fn for fn, trigger in life.registry.matching(event["name"])
+            if fn.accepts(trigger, event)]
+
+
 def _start_runs(life: Lifecycle, event: dict[str, Any]) -> list[str]:
     run_ids: list[str] = []
     seen: set[str] = set()
-    for fn, trigger in life.registry.matching(event["name"]):
-        if fn.id in seen or not fn.accepts(trigger, event):
+    for fn in _targets(life, event):
+        if fn.id in seen:
             continue
         seen.add(fn.id)
         run_id = run_id_for(fn.id, _dedupe_key(fn, event))
@@ -119,7 +130,7 @@ def _apply_cancel_on(life: Lifecycle, event: dict[str, Any], received_at: int) -
     for waiter in store.find_waiters(f"cancel:{event['name']}", event):
         if received_at < waiter.registered_at:
             continue
-        if waiter.expires_at is not None and received_at > waiter.expires_at:
+        if waiter.timeout_ms is not None and received_at > waiter.registered_at + waiter.timeout_ms:
             continue
         run = store.load_run(waiter.run_id)
         if run is None or run.ended or not run.events:

@@ -40,11 +40,10 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
             run_id=run_id,
             function_id=fn.id,
             step_key=f"cancel_on:{index}",
-            registered_at=now,
             match_path=c.option.match,
             match_key=match_key_at(trigger, c.option.match) if c.option.match else None,
             condition=c.option.if_exp,
-            expires_at=None if c.timeout is None else now + to_ms(c.timeout),
+            timeout_ms=None if c.timeout is None else to_ms(c.timeout),
         )
         for index, c in enumerate(fn.cancel_on)
     )

@@ -18,6 +18,8 @@ from celery_steps.engine.executor import Executor
 from celery_steps.engine.steps import child_run_id, derived_id, task_run_id
 from celery_steps.errors import EventNotFound, RunNotFound
 from celery_steps.events import Event, build_events
+from celery_steps.faults import crash_point
+from celery_steps.functions import Function
 from celery_steps.runs import EventInfo, Run
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.routing import route_event
@@ -81,6 +83,30 @@ class Runtime(Lifecycle):
 
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
         self.transport.send_branch(function_id, run_id, step_key)
+
+    def task_outcome(self, task_id: str) -> dict[str, Any] | None:
+        """What is known of a ``run_task`` Celery task: its result from the result backend,
+        else whether a worker started it; None when nothing is known."""
+        result = self.transport.task_result(task_id)
+        if result is not None:
+            return result
+        return {"status": "started"} if self.store.task_started(task_id) else None
+
+    def task_started(self, task_id: str) -> None:
+        """A worker started a ``run_task`` task (so it is never sent again)."""
+        ttl = int(float(self.settings.run_retention) * 1000)
+        self.store.note_task_started(task_id, ttl_ms=ttl)
+
+    # -- crons ------------------------------------------------------------------------------
+    def start_cron_run(self, fn: Function, event: Event) -> str | None:
+        """Start the run of one cron tick; None when the tick was seen before. The tick is an
+        event like any other, routed here at once; if this process dies after storing it,
+        its routing timer routes it later, so a tick is never lost."""
+        if not self._store_event(event, event.to_json(), self.clock.now_ms()):
+            return None
+        crash_point("cron.after_put_event", fn.id)
+        started = self.route(event.id)
+        return started[0] if started else None
 
     # -- runs -------------------------------------------------------------------------------
     def replay(self, run_id: str) -> str:

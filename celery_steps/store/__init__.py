@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from celery_steps.clock import Clock
 from celery_steps.errors import ConfigurationError
 from celery_steps.settings import REDIS_SCHEMES
 from celery_steps.store.base import StateStore
 from celery_steps.store.memory import MemoryStore
 
 
-def open_store(url: str, *, namespace: str = "celery_steps") -> StateStore:
-    """A store for ``url``: ``memory://`` or a ``redis://``/``rediss://``/``redis+socket://``."""
+def open_store(url: str, *, namespace: str = "celery_steps",
+               clock: Clock | None = None) -> StateStore:
+    """A store for ``url``: ``memory://`` or a ``redis://``/``rediss://``/``redis+socket://``.
+    The memory store ages by ``clock`` (Redis by its own clock)."""
     if url.startswith("memory://"):
-        return MemoryStore()
+        return MemoryStore(clock)
     if url.startswith(REDIS_SCHEMES):
         from celery_steps.store.redis import RedisStore
 

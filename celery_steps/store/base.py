@@ -10,12 +10,21 @@ Vocabulary:
   ``pos`` (order of first run), ``status`` and op-specific fields (``result``, ``error``,
   ``attempts``, ``wake_at``...). A state whose status is in :data:`FINAL` never changes again
   (first writer wins).
-- A *lease* (token) is held by the one worker executing a run. Writes made while executing
-  carry the token and are refused once the lease is lost (fencing).
+- A run's *holder* (``token@proc``) is the one execution running it. Every write made while
+  executing carries the holder and is refused once another holder replaced it (fencing). A
+  holder nobody replaced may keep writing, however slow it was.
+- A *process key* (``proc``) says a worker process is alive: its heartbeat refreshes it every
+  ``lease/5`` (and a prefork worker's main process refreshes it for its pool children and
+  deletes it the moment a child dies). A holder whose process key is gone is dead: the next
+  acquire takes the run over and counts a *crash* against the step that was running.
 - A *timer* is a member of one sorted set scored by due time: ``r|<function>|<run>`` wakes a
   run, ``e|<event>`` routes an event, ``b|<function>|<run>|<step>`` runs a parallel branch.
-- A run's *wake flag* records that something happened while it was leased (an event resolved
-  its wait, a child ended); the lease holder sees it when it suspends and replays again.
+- A run's *wake flag* records that something happened while it was held (an event resolved
+  its wait, a child ended); the holder sees it when it suspends and replays again.
+- A run's *outbox* (``notify``) is set by the write that ends it, with its timer re-armed: what
+  follows an end (resuming a parent, system events) is done by the runtime, which then clears
+  it; if the process dies first, the timer fires and the runtime does it then.
+- Every write is safe to run twice: redis-py re-sends a script whose reply was lost.
 """
 
 from __future__ import annotations
@@ -36,7 +45,18 @@ CONCURRENCY_RETRY_MS = 1000
 # A run resumed from outside (event, child, branch, task) is enqueued at once; its timer is
 # armed this much later as a safety net in case that message is lost.
 RESUME_SAFETY_MS = 30_000
+# An ended run's notifications are retried by its timer this long after the end, unless the
+# runtime confirmed them first (the outbox).
+NOTIFY_SAFETY_MS = 10_000
+# A singleton gate claimed for a run that does not exist (yet) stays taken this long: the
+# claimer creates the run right after claiming, or its routing is retried.
+SINGLETON_CLAIM_MS = 60_000
 SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
+
+
+def proc_of(holder: str) -> str:
+    """The process part of a holder ``token@proc``."""
+    return holder.partition("@")[2]
 
 
 @dataclass
@@ -56,6 +76,10 @@ class RunRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     deadlines: dict[str, int] = field(default_factory=dict)
+    # Executions taken over from a dead holder since the run last made progress.
+    crashes: int = 0
+    # The end's notifications are not confirmed yet (the outbox).
+    notify: bool = False
 
     @property
     def ended(self) -> bool:
@@ -67,17 +91,22 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Waiter:
-    """A ``wait_for_event`` (or invoke/cancel) registration, indexed by event name and match."""
+    """A ``wait_for_event`` (or ``cancel_on``) registration, indexed by event name and match.
+
+    ``registered_at`` is stamped by the store when the waiter is stored, on the same clock as
+    an event's ``received_at``: a wait sees exactly the events received after it existed.
+    """
 
     event_name: str
     run_id: str
     function_id: str
     step_key: str
-    registered_at: int
+    registered_at: int = 0
     match_path: str | None = None
     match_key: str | None = None
     condition: str | None = None
-    expires_at: int | None = None
+    # cancel_on(timeout=...): events received later than this after registration are ignored
+    timeout_ms: int | None = None
 
     @property
     def member(self) -> str:
@@ -130,11 +159,13 @@ class StateStore(abc.ABC):
 
     # -- events -------------------------------------------------------------------------
     @abc.abstractmethod
-    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
-        """Store an event unless its id was seen within ``ttl_ms``; arm its routing timer."""
+    def put_event(self, event_id: str, event_json: str, *, route_at: int, ttl_ms: int) -> bool:
+        """Store an event unless its id was seen within ``ttl_ms``, stamped with the store's
+        time (``received_at``); arm its routing timer at ``route_at``."""
 
     @abc.abstractmethod
-    def get_event(self, event_id: str) -> str | None: ...
+    def get_event(self, event_id: str) -> str | None:
+        """The stored envelope ``{"event": ..., "received_at": ms}`` as JSON."""
 
     @abc.abstractmethod
     def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
@@ -164,41 +195,61 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def acquire(
-        self, run_id: str, token: str, *, now: int, lease_ms: int
+        self, run_id: str, holder: str, *, now: int, lease_ms: int
     ) -> tuple[AcquireStatus, RunRecord | None]:
-        """Take the run's lease, mark it running, and return its state in one round trip.
+        """Make ``holder`` the run's holder, mark it running, return its state.
 
-        A run with a concurrency gate whose limit is reached is ``limited``: its timer is set
-        :data:`CONCURRENCY_RETRY_MS` ahead. Suspending, finishing, releasing or cancelling a
-        run frees its place in the gate."""
+        ``busy`` while a live holder has it (the wake flag is set, and the run's timer is
+        pushed to no earlier than that holder's process key expiry). A holder whose process
+        is dead is replaced and ``crashes`` goes up by one. A run with a concurrency gate whose
+        limit is reached is ``limited``: its timer is set :data:`CONCURRENCY_RETRY_MS` ahead.
+        ``ended`` runs come back with their record when their outbox is still pending.
+        Suspending, finishing, releasing or cancelling frees the run's place in the gate."""
 
     @abc.abstractmethod
-    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool: ...
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
+        """While ``holder`` holds the run: push its timer (the watchdog) and its place in
+        the concurrency gate to ``now + lease_ms``. False once it no longer holds it."""
+
+    @abc.abstractmethod
+    def beat(self, proc: str, *, ttl_ms: int) -> None:
+        """Say process ``proc`` is alive for ``ttl_ms`` more."""
+
+    @abc.abstractmethod
+    def reap(self, proc: str) -> None:
+        """Process ``proc`` is dead: its runs may be taken over at once."""
 
     @abc.abstractmethod
     def save_step(
-        self, run_id: str, token: str, step_key: str, state: dict[str, Any]
+        self, run_id: str, holder: str, step_key: str, state: dict[str, Any]
     ) -> tuple[SaveStatus, dict[str, Any] | None]:
-        """Checkpoint a step under the lease; a final state already stored wins."""
+        """Checkpoint a step for the holder; a final state already stored wins. Resets the
+        run's crash count (it made progress)."""
 
     @abc.abstractmethod
-    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
-        """Record the suspension and release the lease.
+    def suspend(self, run_id: str, holder: str, suspension: Suspension) -> bool | None:
+        """Record the suspension and let go of the run.
 
-        Returns True when the wake flag was set (the caller keeps the lease and replays),
-        False when suspended, None when the lease was lost or the run cancelled.
+        Returns True when the wake flag was set (the caller keeps holding it and replays),
+        False when suspended, None when the holder was replaced or the run cancelled.
         """
 
     @abc.abstractmethod
-    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
-        """End the run (under the lease), release it, expire it after the retention."""
+    def finish(self, run_id: str, holder: str, outcome: Outcome, *, retention_ms: int) -> bool:
+        """End the run for the holder, arm its outbox, expire it after the retention."""
 
     @abc.abstractmethod
-    def release(self, run_id: str, token: str) -> None: ...
+    def notified(self, run_id: str) -> None:
+        """What follows the run's end was done: clear its outbox and its timer."""
+
+    @abc.abstractmethod
+    def release(self, run_id: str, holder: str) -> None:
+        """Let go of the run without changing it (the holder stopped early)."""
 
     @abc.abstractmethod
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
-        """Cancel a run in any state. Returns its previous status, None when unknown."""
+        """Cancel a run in any state and arm its outbox. Returns its previous status, None
+        when unknown."""
 
     @abc.abstractmethod
     def resolve_step(
@@ -209,6 +260,22 @@ class StateStore(abc.ABC):
         with ``wake``, set the wake flag and arm the run's timer at ``wake_at`` (a safety net:
         callers also enqueue the run at once). True when this call won.
         """
+
+    @abc.abstractmethod
+    def acquire_branch(self, run_id: str, step_key: str,
+                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+        """Hold one ``parallel`` branch of a run: (status, run, crashes of this branch).
+        ``busy`` while a live holder runs it; a dead holder is replaced (crashes + 1)."""
+
+    @abc.abstractmethod
+    def release_branch(self, run_id: str, step_key: str, holder: str) -> None: ...
+
+    @abc.abstractmethod
+    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
+        """A worker started the ``run_task`` Celery task ``task_id``."""
+
+    @abc.abstractmethod
+    def task_started(self, task_id: str) -> bool: ...
 
     # -- flow control -------------------------------------------------------------------
     @abc.abstractmethod
@@ -235,9 +302,12 @@ class StateStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
-        """Make ``run_id`` the gate's active run, unless another run that has not ended holds
-        it (returns that run's id). ``force`` takes the gate whatever holds it."""
+    def claim_singleton(self, gate: str, run_id: str, *, now: int,
+                        force: bool = False) -> str | None:
+        """Make ``run_id`` the gate's active run, unless another run holds it (returns that
+        run's id): one that has not ended, or one claimed less than
+        :data:`SINGLETON_CLAIM_MS` ago whose run does not exist yet. ``force`` takes the gate
+        whatever holds it."""
 
     # -- functions ----------------------------------------------------------------------
     @abc.abstractmethod

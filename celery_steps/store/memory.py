@@ -1,4 +1,9 @@
-"""In-process store: unit tests, eager mode and demos. One process only, nothing persists."""
+"""In-process store: unit tests, eager mode and demos. One process only, nothing persists.
+
+Same semantics as :class:`~celery_steps.store.redis.RedisStore`, including time: what
+expires in Redis (events after the dedupe window, ended runs after the retention, process
+keys after the lease) expires here by the injected clock, so a ``FakeClock`` ages it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,17 @@ import copy
 import json
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from celery_steps.clock import Clock
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.runs import ENDED
 from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
     FINAL,
+    NOTIFY_SAFETY_MS,
+    SINGLETON_CLAIM_MS,
     AcquireStatus,
     GateTaken,
     NewRun,
@@ -23,70 +31,103 @@ from celery_steps.store.base import (
     StateStore,
     Suspension,
     Waiter,
+    proc_of,
 )
 
 
 @dataclass
 class _Run:
     record: RunRecord
-    lease: str | None = None
-    lease_until: int = 0
+    holder: str | None = None
     wake: bool = False
     waiters: list[Waiter] = field(default_factory=list)
     expires_at: int | None = None
     concurrency: tuple[str, int] | None = None
     pending: str | None = None
     pending_since: int = 0
+    event_ids: set[str] = field(default_factory=set)
+    branches: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class MemoryStore(StateStore):
     """A dict-backed :class:`StateStore` with the same semantics as the Redis one."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()
         self._lock = threading.RLock()
         self._signal = threading.Condition(self._lock)
-        self._events: dict[str, tuple[str, int]] = {}
-        self._routed: dict[str, list[str]] = {}
+        self._events: dict[str, tuple[str, int]] = {}  # id -> (envelope, expires at)
+        self._routed: dict[str, tuple[list[str], int]] = {}
         self._runs: dict[str, _Run] = {}
         self._timers: dict[str, int] = {}
         self._functions: set[str] = set()
+        self._procs: dict[str, int] = {}  # live process -> until
+        self._tasks: dict[str, int] = {}  # run_task task seen starting -> until
         self._holders: dict[str, dict[str, int]] = {}  # concurrency gate -> run -> until
         self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
         self._tats: dict[str, float] = {}  # throttle gate -> theoretical arrival time
-        self._singletons: dict[str, str] = {}
+        self._singletons: dict[str, tuple[str, int]] = {}  # gate -> (run, claimed at)
         self._pending: dict[str, str] = {}  # debounce/batch gate -> run collecting events
         # event name -> bucket ("" or "path=value") -> member -> waiter
         self._waiters: dict[str, dict[str, dict[str, Waiter]]] = {}
 
+    def _now(self) -> int:
+        return self._clock.now_ms()
+
     # -- events -------------------------------------------------------------------------
-    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
+    def put_event(self, event_id: str, event_json: str, *, route_at: int, ttl_ms: int) -> bool:
         with self._lock:
-            if event_id in self._events:
-                return False
-            self._events[event_id] = (payload, ttl_ms)
+            stored = self._live_event(event_id)
+            if stored is not None:  # the same event again is a retry, not a duplicate
+                return stored.endswith(f',"event":{event_json}}}')
+            now = self._now()
+            envelope = f'{{"received_at":{now},"event":{event_json}}}'
+            self._events[event_id] = (envelope, now + ttl_ms)
             self._schedule(f"e|{event_id}", route_at)
             return True
 
+    def _live_event(self, event_id: str) -> str | None:
+        item = self._events.get(event_id)
+        if item is not None and item[1] <= self._now():
+            del self._events[event_id]
+            return None
+        return item[0] if item else None
+
     def get_event(self, event_id: str) -> str | None:
         with self._lock:
-            item = self._events.get(event_id)
-            return item[0] if item else None
+            return self._live_event(event_id)
 
     def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
         with self._lock:
-            merged = self._routed.setdefault(event_id, [])
+            merged = list(self._routed_now(event_id) or [])
             merged.extend(r for r in run_ids if r not in merged)
+            self._routed[event_id] = (merged, self._now() + ttl_ms)
             self._timers.pop(f"e|{event_id}", None)
+
+    def _routed_now(self, event_id: str) -> list[str] | None:
+        item = self._routed.get(event_id)
+        if item is not None and item[1] <= self._now():
+            del self._routed[event_id]
+            return None
+        return item[0] if item else None
 
     def routed_runs(self, event_id: str) -> list[str] | None:
         with self._lock:
-            runs = self._routed.get(event_id)
+            runs = self._routed_now(event_id)
             return list(runs) if runs is not None else None
 
     # -- runs ---------------------------------------------------------------------------
+    def _entry(self, run_id: str) -> _Run | None:
+        """The run, unless it expired after its retention."""
+        entry = self._runs.get(run_id)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= self._now():
+            del self._runs[run_id]
+            return None
+        return entry
+
     def create_run(self, run: NewRun) -> bool:
         with self._lock:
-            if run.id in self._runs:
+            if self._entry(run.id) is not None:
                 return False
             if run.pending is not None:
                 holder = self._pending.get(run.pending)
@@ -107,6 +148,7 @@ class MemoryStore(StateStore):
                                               pending_since=run.created_at)
             if run.pending is not None:
                 self._pending[run.pending] = run.id
+                entry.event_ids = set(run.event_ids)
             for waiter in run.waiters:
                 self._add_waiter(entry, waiter)
             if run.start_by is not None:
@@ -115,7 +157,7 @@ class MemoryStore(StateStore):
 
     def load_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
-            entry = self._runs.get(run_id)
+            entry = self._entry(run_id)
             return copy.deepcopy(entry.record) if entry else None
 
     def list_runs(
@@ -124,27 +166,38 @@ class MemoryStore(StateStore):
     ) -> list[RunRecord]:
         with self._lock:
             records = [
-                e.record
-                for e in self._runs.values()
-                if (function_id is None or e.record.function_id == function_id)
-                and (status is None or e.record.status == status)
-                and (before is None or (e.record.created_at, e.record.id) < before)
+                entry.record
+                for entry in (self._entry(run_id) for run_id in list(self._runs))
+                if entry is not None
+                and (function_id is None or entry.record.function_id == function_id)
+                and (status is None or entry.record.status == status)
+                and (before is None or (entry.record.created_at, entry.record.id) < before)
             ]
             records.sort(key=lambda r: (r.created_at, r.id), reverse=True)
             return [copy.deepcopy(r) for r in records[:limit]]
 
     def acquire(
-        self, run_id: str, token: str, *, now: int, lease_ms: int
+        self, run_id: str, holder: str, *, now: int, lease_ms: int
     ) -> tuple[AcquireStatus, RunRecord | None]:
         with self._lock:
-            entry = self._runs.get(run_id)
+            entry = self._entry(run_id)
             if entry is None:
                 return "missing", None
-            if entry.record.status in ENDED:
-                return "ended", None
-            if entry.lease is not None and entry.lease_until > now:
-                entry.wake = True
-                return "busy", None
+            record = entry.record
+            if record.status in ENDED:
+                return "ended", (copy.deepcopy(record) if record.notify else None)
+            if entry.holder == holder:
+                return "ok", copy.deepcopy(record)
+            if entry.holder is not None:
+                until = self._procs.get(proc_of(entry.holder), 0)
+                if until > self._now():
+                    # look again no earlier than its heartbeat may lapse
+                    entry.wake = True
+                    member = self._run_member(entry)
+                    self._timers[member] = max(self._timers.get(member, 0), until)
+                    return "busy", None
+                record.crashes += 1  # its process died holding it
+                entry.holder = None
             if entry.concurrency is not None:
                 gate, limit = entry.concurrency
                 holders = self._holders.setdefault(gate, {})
@@ -156,41 +209,51 @@ class MemoryStore(StateStore):
                 holders[run_id] = now + lease_ms
             if entry.pending is not None and self._pending.get(entry.pending) == run_id:
                 del self._pending[entry.pending]  # later events open a new debounce/batch
-            entry.lease, entry.lease_until, entry.wake = token, now + lease_ms, False
-            entry.record.status = "running"
-            self._schedule(self._run_member(entry), now + 2 * lease_ms)
-            return "ok", copy.deepcopy(entry.record)
+            entry.holder, entry.wake = holder, False
+            record.status = "running"
+            self._schedule(self._run_member(entry), now + lease_ms)
+            return "ok", copy.deepcopy(record)
 
-    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
         with self._lock:
-            entry = self._leased(run_id, token)
-            if entry is None or entry.lease_until <= now:
+            entry = self._held(run_id, holder)
+            if entry is None or entry.record.status != "running":
                 return False
-            entry.lease_until = now + lease_ms
             if entry.concurrency is not None:
-                self._holders.setdefault(entry.concurrency[0], {})[run_id] = now + lease_ms
-            self._schedule(self._run_member(entry), now + 2 * lease_ms)
+                holders = self._holders.get(entry.concurrency[0], {})
+                if run_id in holders:
+                    holders[run_id] = now + lease_ms
+            self._schedule(self._run_member(entry), now + lease_ms)
             return True
 
+    def beat(self, proc: str, *, ttl_ms: int) -> None:
+        with self._lock:
+            self._procs[proc] = self._now() + ttl_ms
+
+    def reap(self, proc: str) -> None:
+        with self._lock:
+            self._procs.pop(proc, None)
+
     def save_step(
-        self, run_id: str, token: str, step_key: str, state: dict[str, Any]
+        self, run_id: str, holder: str, step_key: str, state: dict[str, Any]
     ) -> tuple[SaveStatus, dict[str, Any] | None]:
         with self._lock:
-            entry = self._runs.get(run_id)
+            entry = self._entry(run_id)
             if entry is not None and entry.record.status == "cancelled":
                 return "cancelled", None
-            entry = self._leased(run_id, token)
+            entry = self._held(run_id, holder)
             if entry is None:
                 return "lost", None
             current = entry.record.steps.get(step_key)
             if current is not None and current.get("status") in FINAL:
                 return "exists", copy.deepcopy(current)
             entry.record.steps[step_key] = copy.deepcopy(state)
+            entry.record.crashes = 0
             return "ok", None
 
-    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
+    def suspend(self, run_id: str, holder: str, suspension: Suspension) -> bool | None:
         with self._lock:
-            entry = self._leased(run_id, token)
+            entry = self._held(run_id, holder)
             if entry is None or entry.record.status == "cancelled":
                 return None
             if suspension.step_key is not None and suspension.step_state is not None:
@@ -199,13 +262,14 @@ class MemoryStore(StateStore):
                     entry.record.steps[suspension.step_key] = copy.deepcopy(suspension.step_state)
             if suspension.attempt is not None:
                 entry.record.attempt = suspension.attempt
+            entry.record.crashes = 0
             for waiter in suspension.waiters:
                 self._add_waiter(entry, waiter)
             if entry.wake:
                 entry.wake = False
                 return True
             entry.record.status = suspension.status
-            entry.lease = None
+            entry.holder = None
             self._free(entry)
             member = self._run_member(entry)
             if suspension.wake_at is None:
@@ -214,37 +278,47 @@ class MemoryStore(StateStore):
                 self._schedule(member, suspension.wake_at)
             return False
 
-    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
+    def finish(self, run_id: str, holder: str, outcome: Outcome, *, retention_ms: int) -> bool:
         with self._lock:
-            entry = self._leased(run_id, token)
-            if entry is None or entry.record.status == "cancelled":
+            entry = self._held(run_id, holder)
+            if entry is None:
                 return False
-            self._end(entry, outcome)
+            if entry.record.status == "cancelled":
+                entry.holder = None
+                return False
+            self._end(entry, outcome, retention_ms)
             return True
 
-    def release(self, run_id: str, token: str) -> None:
+    def notified(self, run_id: str) -> None:
         with self._lock:
-            entry = self._leased(run_id, token)
+            entry = self._entry(run_id)
+            if entry is not None and entry.record.notify:
+                entry.record.notify = False
+                self._timers.pop(self._run_member(entry), None)
+
+    def release(self, run_id: str, holder: str) -> None:
+        with self._lock:
+            entry = self._held(run_id, holder)
             if entry is not None:
-                entry.lease = None
+                entry.holder = None
                 self._free(entry)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         with self._lock:
-            entry = self._runs.get(run_id)
+            entry = self._entry(run_id)
             if entry is None:
                 return None
             previous = entry.record.status
             if previous not in ENDED:
                 error = {"name": "Cancelled", "message": reason}
-                self._end(entry, Outcome("cancelled", now, None, error))
+                self._end(entry, Outcome("cancelled", now, None, error), retention_ms)
             return previous
 
     def resolve_step(
         self, run_id: str, step_key: str, state: dict[str, Any], *, wake_at: int, wake: bool = True
     ) -> bool:
         with self._lock:
-            entry = self._runs.get(run_id)
+            entry = self._entry(run_id)
             if entry is None or entry.record.status in ENDED:
                 return False
             current = entry.record.steps.get(step_key)
@@ -257,6 +331,36 @@ class MemoryStore(StateStore):
                 entry.wake = True
                 self._schedule(self._run_member(entry), wake_at)
             return True
+
+    def acquire_branch(self, run_id: str, step_key: str,
+                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+        with self._lock:
+            entry = self._entry(run_id)
+            if entry is None:
+                return "missing", None, 0
+            if entry.record.status in ENDED:
+                return "ended", None, 0
+            current, crashes = entry.branches.get(step_key, (holder, 0))
+            if current != holder:
+                if self._procs.get(proc_of(current), 0) > self._now():
+                    return "busy", None, 0
+                crashes += 1  # its process died running the branch
+            entry.branches[step_key] = (holder, crashes)
+            return "ok", copy.deepcopy(entry.record), crashes
+
+    def release_branch(self, run_id: str, step_key: str, holder: str) -> None:
+        with self._lock:
+            entry = self._entry(run_id)
+            if entry is not None and entry.branches.get(step_key, ("", 0))[0] == holder:
+                del entry.branches[step_key]
+
+    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
+        with self._lock:
+            self._tasks[task_id] = self._now() + ttl_ms
+
+    def task_started(self, task_id: str) -> bool:
+        with self._lock:
+            return self._tasks.get(task_id, 0) > self._now()
 
     # -- flow control -------------------------------------------------------------------
     def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
@@ -279,13 +383,15 @@ class MemoryStore(StateStore):
                      timeout_ms: int | None) -> tuple[str, bool] | None:
         with self._lock:
             run_id = self._pending.get(gate)
-            entry = self._runs.get(run_id) if run_id is not None else None
+            entry = self._entry(run_id) if run_id is not None else None
             if run_id is None or entry is None or entry.record.status != "queued":
                 self._pending.pop(gate, None)
                 return None
             record = entry.record
-            if any(e.get("id") == event.get("id") for e in record.events):
-                return run_id, False
+            event_id = str(event.get("id"))
+            if event_id in entry.event_ids:
+                return run_id, False  # this event joined already (routed twice)
+            entry.event_ids.add(event_id)
             member = self._run_member(entry)
             if mode == "debounce":
                 record.events = [copy.deepcopy(event)]
@@ -303,14 +409,19 @@ class MemoryStore(StateStore):
             record.event_ids = [str(e.get("id")) for e in record.events]
             return run_id, False
 
-    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
+    def claim_singleton(self, gate: str, run_id: str, *, now: int,
+                        force: bool = False) -> str | None:
         with self._lock:
-            holder = self._singletons.get(gate)
-            if holder is not None and not force:
-                entry = self._runs.get(holder)
-                if entry is not None and entry.record.status not in ENDED:
-                    return holder
-            self._singletons[gate] = run_id
+            claim = self._singletons.get(gate)
+            if claim is not None and not force and claim[0] != run_id:
+                holder, claimed_at = claim
+                entry = self._entry(holder)
+                if entry is not None:
+                    if entry.record.status not in ENDED:
+                        return holder
+                elif now - claimed_at < SINGLETON_CLAIM_MS:
+                    return holder  # claimed moments ago: its run is being created
+            self._singletons[gate] = (run_id, now)
             return None
 
     def _free(self, entry: _Run) -> None:
@@ -345,6 +456,7 @@ class MemoryStore(StateStore):
         if any(w.member == waiter.member and w.event_name == waiter.event_name
                for w in entry.waiters):
             return
+        waiter = replace(waiter, registered_at=self._now())
         entry.waiters.append(waiter)
         bucket = f"{waiter.match_path}={waiter.match_key}" if waiter.match_path else ""
         self._waiters.setdefault(waiter.event_name, {}).setdefault(bucket, {})[
@@ -405,24 +517,29 @@ class MemoryStore(StateStore):
         if earliest is None or due < earliest:
             self._signal.notify_all()
 
-    def _leased(self, run_id: str, token: str) -> _Run | None:
-        entry = self._runs.get(run_id)
-        if entry is None or entry.lease != token:
+    def _held(self, run_id: str, holder: str) -> _Run | None:
+        entry = self._entry(run_id)
+        if entry is None or entry.holder != holder:
             return None
         return entry
 
-    def _end(self, entry: _Run, outcome: Outcome) -> None:
+    def _end(self, entry: _Run, outcome: Outcome, retention_ms: int) -> None:
         record = entry.record
         record.status = outcome.status
         record.ended_at = outcome.ended_at
         record.error = outcome.error
+        record.crashes = 0
+        record.notify = True
         if outcome.output_json is not None:
             record.output = json.loads(outcome.output_json)
-        entry.lease = None
+        entry.holder = None
+        entry.wake = False
         self._free(entry)
         for waiter in list(entry.waiters):
             self._drop_waiter(entry, waiter)
-        self._timers.pop(self._run_member(entry), None)
+        # the outbox: until the runtime confirms the notifications, this timer retries them
+        self._schedule(self._run_member(entry), outcome.ended_at + NOTIFY_SAFETY_MS)
+        entry.expires_at = self._now() + retention_ms
 
     @staticmethod
     def _run_member(entry: _Run) -> str:

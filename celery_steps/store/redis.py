@@ -7,19 +7,30 @@ Cluster keeps them in one slot):
 ==============================================  ======  =========================================
 key                                             type    content
 ==============================================  ======  =========================================
-``<ns>:evt:<event_id>``                         string  ``{"event", "received_at"}``; expires
-                                                        after the dedupe window (24 h): SET NX
+``<ns>:evt:<event_id>``                         string  ``{"received_at", "event"}`` (stamped
+                                                        with Redis TIME); expires after the
+                                                        dedupe window (24 h), or that long
+                                                        after a delayed event is due: SET NX
 ``<ns>:evt:<event_id>:runs``                    string  JSON run ids the event started (routed)
 ``<ns>:run:{<run_id>}``                         hash    run metadata: function_id, status,
                                                         created_at, ended_at,
                                                         output, error, attempt, parent, wake,
                                                         deadlines (Timeouts, absolute ms),
-                                                        waiters (index entries to drop on end)
+                                                        waiters (index entries to drop on end),
+                                                        holder (``token@proc`` executing it),
+                                                        crashes (dead holders since progress),
+                                                        sop (last suspend's op id:result),
+                                                        notify (the end's outbox is pending),
+                                                        b:<step> (a parallel branch's holder)
 ``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
 ``<ns>:run:{<run_id>}:events``                  string  the triggering events (JSON list); kept
                                                         out of the metadata hash so that hash
                                                         stays a compact listpack
-``<ns>:run:{<run_id>}:lease``                   string  lease token (SET NX PX), the fence
+``<ns>:run:{<run_id>}:eids``                    set     event ids a debounce/batch run collected
+``<ns>:proc:<proc>``                            string  a live worker process (PX lease TTL),
+                                                        refreshed by its heartbeat
+``<ns>:task:<task_id>``                         string  a ``run_task`` task a worker started
+                                                        (expires after the run retention)
 ``<ns>:runs:fns``                               set     function ids that have runs
 ``<ns>:runs:fn:<function_id>``                  zset    run id scored by created_at, per function
                                                         (listing all runs merges these)
@@ -28,12 +39,14 @@ key                                             type    content
                                                         by lease expiry
 ``<ns>:gate:rate:<fn>:<key>``                   zset    rate-limit window (admission times)
 ``<ns>:gate:throttle:<fn>:<key>``               string  throttle's theoretical arrival time
-``<ns>:gate:single:<fn>:<key>``                 string  the singleton's active run id
+``<ns>:gate:single:<fn>:<key>``                 string  the singleton's active run id and when
+                                                        it was claimed (``<run>|<ms>``)
 ``<ns>:gate:pend:<fn>:<key>``                   string  the queued run collecting a debounce or
                                                         batch's events (deleted when it starts)
 ``<ns>:timers``                                 zset    timer member scored by due time (ms)
 ``<ns>:timers:signal``                          list    one element pokes a blocked poller
-``<ns>:w:<event_name>``                         hash    waiters without ``match``: member -> JSON
+``<ns>:w:<event_name>``                         hash    waiters without ``match``: member ->
+                                                        ``<registered_at>|<JSON>`` (Redis TIME)
 ``<ns>:w:<event_name>:m:<path>=<value>``        hash    waiters whose ``match`` path has value
 ``<ns>:w:<event_name>:paths``                   set     match paths in use for that event name
 ==============================================  ======  =========================================
@@ -63,6 +76,8 @@ from celery_steps.errors import ConfigurationError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
+    NOTIFY_SAFETY_MS,
+    SINGLETON_CLAIM_MS,
     AcquireStatus,
     GateTaken,
     NewRun,
@@ -72,13 +87,17 @@ from celery_steps.store.base import (
     StateStore,
     Suspension,
     Waiter,
+    proc_of,
 )
 
 log = logging.getLogger("celery_steps.store")
 SAFE_POLICIES = ("noeviction",)
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
-           "suspend", "finish", "cancel", "resolve_step", "claim_due", "ack_timers", "admit",
-           "claim_singleton", "join_pending")
+           "suspend", "finish", "notified", "release", "cancel", "resolve_step", "claim_due",
+           "ack_timers", "admit", "claim_singleton", "join_pending", "acquire_branch",
+           "release_branch")
+# A busy run is retried no earlier than its holder's process key expires, plus this margin.
+BUSY_MARGIN_MS = 50
 
 
 def _load_scripts() -> dict[str, str]:
@@ -98,6 +117,17 @@ def _compact(event: dict[str, Any]) -> dict[str, Any]:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A Lua HGETALL reply (a flat list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _waiter(raw: bytes | str) -> Waiter:
+    """A waiter index entry: ``<registered_at ms>|<waiter JSON>``."""
+    stamp, _, body = _s(raw).partition("|")
+    return Waiter(**{**json.loads(body), "registered_at": int(stamp)})
 
 
 class RedisStore(StateStore):
@@ -142,12 +172,13 @@ class RedisStore(StateStore):
     def run_key(self, run_id: str) -> str:
         return f"{self.ns}:run:{{{run_id}}}"
 
-    def _run_keys(self, run_id: str) -> tuple[str, str, str]:
+    def _run_keys(self, run_id: str) -> tuple[str, str, str, str]:
+        """The run's metadata hash, steps hash, events and collected event ids."""
         base = self.run_key(run_id)
-        return base, base + ":steps", base + ":lease"
+        return base, base + ":steps", base + ":events", base + ":eids"
 
-    def _events_key(self, run_id: str) -> str:
-        return self.run_key(run_id) + ":events"
+    def _proc_key(self, proc: str) -> str:
+        return f"{self.ns}:proc:{proc}"
 
     def _event_key(self, event_id: str) -> str:
         return f"{self.ns}:evt:{event_id}"
@@ -163,7 +194,8 @@ class RedisStore(StateStore):
     def _waiters_arg(self, waiters: tuple[Waiter, ...]) -> str:
         return _dumps([
             [self._waiter_index(w.event_name, w.match_path, w.match_key), w.member,
-             _dumps(asdict(w)), f"{self.ns}:w:{w.event_name}:paths", w.match_path or ""]
+             _dumps({k: v for k, v in asdict(w).items() if v is not None and k != "registered_at"}),
+             f"{self.ns}:w:{w.event_name}:paths", w.match_path or ""]
             for w in waiters
         ])
 
@@ -172,10 +204,10 @@ class RedisStore(StateStore):
         return f"r|{function_id}|{run_id}"
 
     # -- events -----------------------------------------------------------------------------
-    def put_event(self, event_id: str, payload: str, *, route_at: int, ttl_ms: int) -> bool:
+    def put_event(self, event_id: str, event_json: str, *, route_at: int, ttl_ms: int) -> bool:
         return bool(self._scripts["put_event"](
             keys=[self._event_key(event_id), self.timers_key, self.signal_key],
-            args=[payload, ttl_ms, route_at, f"e|{event_id}"]))
+            args=[event_json, ttl_ms, route_at, f"e|{event_id}"]))
 
     def get_event(self, event_id: str) -> str | None:
         raw = self.r.get(self._event_key(event_id))
@@ -195,10 +227,11 @@ class RedisStore(StateStore):
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
+        meta_key, _, events_key, eids_key = self._run_keys(run.id)
         created = int(self._scripts["create_run"](
-            keys=[self.run_key(run.id), f"{self.ns}:runs:fns",
+            keys=[meta_key, f"{self.ns}:runs:fns",
                   f"{self.ns}:runs:fn:{run.function_id}", self.timers_key, self.signal_key,
-                  self._events_key(run.id)],
+                  events_key, eids_key],
             args=[run.id, run.function_id, run.created_at,
                   "" if run.event_ids == [e.get("id") for e in run.events]
                   else _dumps(run.event_ids),
@@ -208,17 +241,17 @@ class RedisStore(StateStore):
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
                   _dumps(run.deadlines) if run.deadlines else "",
                   f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else "",
-                  run.pending or ""]))
+                  run.pending or "", _dumps(run.event_ids) if run.pending else ""]))
         if created < 0:
             raise GateTaken(run.pending)
         return bool(created)
 
     def load_run(self, run_id: str) -> RunRecord | None:
-        meta_key, steps_key, _ = self._run_keys(run_id)
+        meta_key, steps_key, events_key, _ = self._run_keys(run_id)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hgetall(meta_key)
             pipe.hgetall(steps_key)
-            pipe.get(self._events_key(run_id))
+            pipe.get(events_key)
             meta, steps, events = pipe.execute()
         return self._record(run_id, meta, steps, events) if meta else None
 
@@ -240,6 +273,8 @@ class RedisStore(StateStore):
             attempt=int(m.get("attempt", 0)),
             parent=json.loads(m["parent"]) if "parent" in m else None,
             deadlines=json.loads(m["deadlines"]) if "deadlines" in m else {},
+            crashes=int(m.get("crashes", 0)),
+            notify=m.get("notify") == "1",
             events=event_list,
             steps={_s(k): json.loads(v) for k, v in steps.items()},
         )
@@ -279,71 +314,108 @@ class RedisStore(StateStore):
                 return found
             depth *= 4
 
-    def acquire(self, run_id: str, token: str, *, now: int,
+    def acquire(self, run_id: str, holder: str, *, now: int,
                 lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
-        meta_key, steps_key, lease_key = self._run_keys(run_id)
-        reply = self._scripts["acquire"](
-            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key,
-                  self._events_key(run_id)],
-            args=[token, now, lease_ms, run_id, CONCURRENCY_RETRY_MS])
+        meta_key, steps_key, events_key, _ = self._run_keys(run_id)
+        keys = [meta_key, steps_key, self.timers_key, self.signal_key, events_key]
+        args: list[Any] = [holder, now, lease_ms, run_id, CONCURRENCY_RETRY_MS, ""]
+        reply = self._scripts["acquire"](keys=keys, args=args)
         status = _s(reply[0])
-        if status != "ok":
+        if status == "busy":
+            current = _s(reply[1])
+            ttl = int(self.r.pttl(self._proc_key(proc_of(current))))
+            if ttl >= 0:  # alive: look again no earlier than its heartbeat may lapse
+                member = self._scripts_member(meta_key, run_id)
+                if member is not None:
+                    self.r.zadd(self.timers_key, {member: now + ttl + BUSY_MARGIN_MS}, gt=True)
+                return "busy", None
+            args[5] = current  # its process is dead: take the run over
+            reply = self._scripts["acquire"](keys=keys, args=args)
+            status = _s(reply[0])
+        if len(reply) < 4:
             return status, None  # type: ignore[return-value]
-        meta = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
-        steps = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
-        return "ok", self._record(run_id, meta, steps, reply[3])
+        return status, self._record(run_id, _pairs(reply[1]), _pairs(reply[2]),  # type: ignore[return-value]
+                                    reply[3])
 
-    def renew(self, run_id: str, token: str, *, now: int, lease_ms: int) -> bool:
-        _, _, lease_key = self._run_keys(run_id)
+    def _scripts_member(self, meta_key: str, run_id: str) -> str | None:
+        function_id = self.r.hget(meta_key, "function_id")
+        return None if function_id is None else self._member(_s(function_id), run_id)
+
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
         return bool(self._scripts["renew"](
-            keys=[lease_key, self.timers_key, self.run_key(run_id)],
-            args=[token, lease_ms, now + 2 * lease_ms, run_id, now]))
+            keys=[self.run_key(run_id), self.timers_key],
+            args=[holder, now + lease_ms, run_id, now + lease_ms]))
 
-    def save_step(self, run_id: str, token: str, step_key: str,
+    def beat(self, proc: str, *, ttl_ms: int) -> None:
+        self.r.set(self._proc_key(proc), "1", px=ttl_ms)
+
+    def reap(self, proc: str) -> None:
+        self.r.delete(self._proc_key(proc))
+
+    def save_step(self, run_id: str, holder: str, step_key: str,
                   state: dict[str, Any]) -> tuple[SaveStatus, dict[str, Any] | None]:
-        meta_key, steps_key, lease_key = self._run_keys(run_id)
-        reply = self._scripts["save_step"](keys=[meta_key, steps_key, lease_key],
-                                           args=[token, step_key, _dumps(state)])
+        meta_key, steps_key, _, _ = self._run_keys(run_id)
+        reply = self._scripts["save_step"](keys=[meta_key, steps_key],
+                                           args=[holder, step_key, _dumps(state)])
         status = _s(reply[0])
         existing = json.loads(reply[1]) if len(reply) > 1 else None
         return status, existing  # type: ignore[return-value]
 
-    def suspend(self, run_id: str, token: str, suspension: Suspension) -> bool | None:
-        meta_key, steps_key, lease_key = self._run_keys(run_id)
+    def suspend(self, run_id: str, holder: str, suspension: Suspension) -> bool | None:
+        meta_key, steps_key, _, _ = self._run_keys(run_id)
         s = suspension
         reply = self._scripts["suspend"](
-            keys=[meta_key, steps_key, lease_key, self.timers_key, self.signal_key],
-            args=[token, s.status, "" if s.wake_at is None else s.wake_at, s.step_key or "",
+            keys=[meta_key, steps_key, self.timers_key, self.signal_key],
+            args=[holder, s.status, "" if s.wake_at is None else s.wake_at, s.step_key or "",
                   _dumps(s.step_state) if s.step_state is not None else "",
                   "" if s.attempt is None else s.attempt, self._waiters_arg(s.waiters),
-                  run_id])
+                  run_id, uuid.uuid4().hex[:8]])
         return None if reply == -1 else bool(reply)
 
-    def finish(self, run_id: str, token: str, outcome: Outcome, *, retention_ms: int) -> bool:
-        meta_key, steps_key, lease_key = self._run_keys(run_id)
+    def finish(self, run_id: str, holder: str, outcome: Outcome, *, retention_ms: int) -> bool:
+        meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
         return bool(self._scripts["finish"](
-            keys=[meta_key, steps_key, lease_key, self.timers_key, self._events_key(run_id)],
-            args=[token, outcome.status, outcome.ended_at, outcome.output_json or "",
-                  _dumps(outcome.error) if outcome.error else "", retention_ms, run_id]))
+            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key],
+            args=[holder, outcome.status, outcome.ended_at, outcome.output_json or "",
+                  _dumps(outcome.error) if outcome.error else "", retention_ms, run_id,
+                  outcome.ended_at + NOTIFY_SAFETY_MS]))
 
-    def release(self, run_id: str, token: str) -> None:
-        meta_key, _, lease_key = self._run_keys(run_id)
-        if _s(self.r.get(lease_key) or b"") == token:
-            self.r.delete(lease_key)
-            conc = self.r.hget(meta_key, "conc")
-            if conc:
-                self.r.zrem(_s(conc).split("|", 1)[1], run_id)
+    def notified(self, run_id: str) -> None:
+        self._scripts["notified"](keys=[self.run_key(run_id), self.timers_key], args=[run_id])
+
+    def release(self, run_id: str, holder: str) -> None:
+        self._scripts["release"](keys=[self.run_key(run_id)], args=[holder, run_id])
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
-        meta_key, steps_key, _ = self._run_keys(run_id)
+        meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
         reply = self._scripts["cancel"](
-            keys=[meta_key, steps_key, self.timers_key, self._events_key(run_id)],
-            args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms, run_id])
+            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key],
+            args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms, run_id,
+                  now + NOTIFY_SAFETY_MS])
         return None if reply is None else _s(reply)
+
+    def acquire_branch(self, run_id: str, step_key: str,
+                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+        meta_key, steps_key, events_key, _ = self._run_keys(run_id)
+        keys = [meta_key, steps_key, events_key]
+        reply = self._scripts["acquire_branch"](keys=keys, args=[step_key, holder, ""])
+        if _s(reply[0]) == "busy":
+            current = _s(reply[1])
+            if self.r.exists(self._proc_key(proc_of(current))):
+                return "busy", None, 0
+            reply = self._scripts["acquire_branch"](keys=keys, args=[step_key, holder, current])
+        status = _s(reply[0])
+        if status != "ok":
+            return status, None, 0  # type: ignore[return-value]
+        record = self._record(run_id, _pairs(reply[1]), _pairs(reply[2]), reply[3])
+        return "ok", record, int(reply[4])
+
+    def release_branch(self, run_id: str, step_key: str, holder: str) -> None:
+        self._scripts["release_branch"](keys=[self.run_key(run_id)], args=[step_key, holder])
 
     def resolve_step(self, run_id: str, step_key: str, state: dict[str, Any], *,
                      wake_at: int, wake: bool = True) -> bool:
-        meta_key, steps_key, _ = self._run_keys(run_id)
+        meta_key, steps_key, _, _ = self._run_keys(run_id)
         for _ in range(10):  # compare-and-set; retried only if the state changed meanwhile
             raw = self.r.hget(steps_key, step_key)
             current = json.loads(raw) if raw else {}
@@ -354,6 +426,12 @@ class RedisStore(StateStore):
             if reply != -1:
                 return bool(reply)
         return False
+
+    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
+        self.r.set(f"{self.ns}:task:{task_id}", "1", px=ttl_ms)
+
+    def task_started(self, task_id: str) -> bool:
+        return bool(self.r.exists(f"{self.ns}:task:{task_id}"))
 
     # -- flow control -----------------------------------------------------------------------
     def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
@@ -370,9 +448,10 @@ class RedisStore(StateStore):
                   "" if timeout_ms is None else timeout_ms, self.ns, str(event.get("id"))])
         return None if not reply else (_s(reply[0]), bool(int(reply[1])))
 
-    def claim_singleton(self, gate: str, run_id: str, *, force: bool = False) -> str | None:
+    def claim_singleton(self, gate: str, run_id: str, *, now: int,
+                        force: bool = False) -> str | None:
         holder = self._scripts["claim_singleton"](
-            keys=[gate], args=[run_id, "1" if force else "0", self.ns])
+            keys=[gate], args=[run_id, "1" if force else "0", self.ns, now, SINGLETON_CLAIM_MS])
         return None if holder is None else _s(holder)
 
     # -- functions --------------------------------------------------------------------------
@@ -402,7 +481,7 @@ class RedisStore(StateStore):
                 for key in keys:
                     pipe.hgetall(key)
                 buckets.extend(pipe.execute())
-        return [Waiter(**json.loads(raw)) for bucket in buckets for raw in bucket.values()]
+        return [_waiter(raw) for bucket in buckets for raw in bucket.values()]
 
     # -- timers -----------------------------------------------------------------------------
     def schedule(self, member: str, due: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from celery_steps.expressions import match_key
@@ -34,13 +35,35 @@ def create(store: StateStore, run_id: str | None = None, *, function_id: str = F
     return run_id
 
 
-def leased(store: StateStore, *, token: str = "tok-1", now: int = NOW,
+def holder(store: StateStore, name: str = "tok-1", *, alive: bool = True) -> str:
+    """A holder ``token@proc`` whose process is alive (its key beaten for an hour)."""
+    proc = f"proc-{name}-{uuid.uuid4().hex[:6]}"
+    if alive:
+        store.beat(proc, ttl_ms=3_600_000)
+    return f"{name}@{proc}"
+
+
+def leased(store: StateStore, *, token: str | None = None, now: int = NOW,
            **kwargs: Any) -> tuple[str, str]:
-    """A run created and acquired under ``token``: (run id, token)."""
+    """A run created and held by a live holder: (run id, holder)."""
     run_id = create(store, **kwargs)
+    token = token or holder(store)
     status, record = store.acquire(run_id, token, now=now, lease_ms=LEASE_MS)
     assert status == "ok" and record is not None
     return run_id, token
+
+
+def unstamped(waiters: list[Waiter]) -> list[Waiter]:
+    """Waiters as registered, without the store's registration stamp."""
+    return [replace(w, registered_at=0) for w in waiters]
+
+
+def envelope_event(raw: str | None) -> str | None:
+    """The event JSON inside a stored envelope ``{"received_at":..,"event":..}``."""
+    if raw is None:
+        return None
+    head = raw.index(',"event":')
+    return raw[head + len(',"event":'):-1]
 
 
 def waiter(run_id: str, step_key: str = "wait", *, event_name: str = EVENT,
@@ -48,8 +71,7 @@ def waiter(run_id: str, step_key: str = "wait", *, event_name: str = EVENT,
            function_id: str = FUNCTION) -> Waiter:
     return Waiter(
         event_name=event_name, run_id=run_id, function_id=function_id, step_key=step_key,
-        registered_at=NOW, match_path=path,
-        match_key=match_key(value) if path is not None else None,
+        match_path=path, match_key=match_key(value) if path is not None else None,
     )
 
 

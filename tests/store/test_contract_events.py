@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.store._support import FAR_FUTURE, NOW, claimed, new_id
+import json
+import time
+
+from tests.store._support import FAR_FUTURE, NOW, claimed, envelope_event, new_id
 
 TTL_MS = 24 * 3600 * 1000
 
@@ -13,14 +16,25 @@ def test_put_event_refuses_a_duplicate_id_and_keeps_the_first_payload(store) -> 
     # when the same id is sent again with another payload
     assert store.put_event(event_id, '{"n": 2}', route_at=NOW, ttl_ms=TTL_MS) is False
     # then the first payload is the one stored
-    assert store.get_event(event_id) == '{"n": 1}'
+    assert envelope_event(store.get_event(event_id)) == '{"n": 1}'
 
 
-def test_get_event_returns_the_stored_payload_verbatim(store) -> None:
+def test_get_event_returns_the_stored_payload_verbatim_with_its_arrival(store) -> None:
     event_id = new_id("evt")
     payload = '{"name": "shop/order.paid", "data": {"order": 7, "note": "é"}}'
+    before = int(time.time() * 1000)
     store.put_event(event_id, payload, route_at=NOW, ttl_ms=TTL_MS)
-    assert store.get_event(event_id) == payload
+    raw = store.get_event(event_id)
+    assert envelope_event(raw) == payload
+    assert before - 5 <= json.loads(raw)["received_at"] <= int(time.time() * 1000) + 5
+
+
+def test_a_put_event_retried_after_a_lost_reply_is_still_stored_by_that_call(store) -> None:
+    # given an event stored by a call whose reply the client never saw
+    event_id = new_id("evt")
+    assert store.put_event(event_id, '{"n": 1}', route_at=NOW, ttl_ms=TTL_MS) is True
+    # when the client retries the very same call, then it is told the event is stored
+    assert store.put_event(event_id, '{"n": 1}', route_at=NOW, ttl_ms=TTL_MS) is True
 
 
 def test_get_event_of_an_unknown_id_is_none(store) -> None:
@@ -39,8 +53,8 @@ def test_a_duplicate_put_event_does_not_rearm_the_routing_timer(store) -> None:
     event_id = new_id("evt")
     store.put_event(event_id, "{}", route_at=NOW, ttl_ms=TTL_MS)
     store.complete_routing(event_id, ["run-a"], ttl_ms=TTL_MS)
-    # when it is sent again
-    assert store.put_event(event_id, "{}", route_at=NOW, ttl_ms=TTL_MS) is False
+    # when it is sent again (another payload: a duplicate, not a retry)
+    assert store.put_event(event_id, '{"again": 1}', route_at=NOW, ttl_ms=TTL_MS) is False
     # then no routing timer comes back
     assert f"e|{event_id}" not in claimed(store, FAR_FUTURE)
 

@@ -8,6 +8,7 @@ import pytest
 
 from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
+    SINGLETON_CLAIM_MS,
     GateTaken,
     NewRun,
     Outcome,
@@ -79,12 +80,28 @@ def test_a_singleton_gate_is_held_by_its_run_until_that_run_ends(store) -> None:
     first = create(store)
     second, third = create(store), create(store)
 
-    assert store.claim_singleton(gate, first) is None
-    assert store.claim_singleton(gate, second) == first
-    assert store.claim_singleton(gate, third, force=True) is None
-    assert store.claim_singleton(gate, second) == third
+    assert store.claim_singleton(gate, first, now=NOW) is None
+    assert store.claim_singleton(gate, second, now=NOW) == first
+    assert store.claim_singleton(gate, third, now=NOW, force=True) is None
+    assert store.claim_singleton(gate, second, now=NOW) == third
     store.cancel(third, now=NOW, reason="done", retention_ms=RETENTION_MS)
-    assert store.claim_singleton(gate, second) is None
+    assert store.claim_singleton(gate, second, now=NOW) is None
+
+
+def test_a_singleton_gate_claimed_for_a_run_not_created_yet_stays_taken(store) -> None:
+    # given a gate claimed for a run whose routing has not created it yet
+    gate = a_gate("single")
+    assert store.claim_singleton(gate, "run-being-created", now=NOW) is None
+
+    # when another run claims it within the claim window, then it is refused
+    other = create(store)
+    assert store.claim_singleton(gate, other, now=NOW + SINGLETON_CLAIM_MS - 1) == (
+        "run-being-created")
+    # and the claimer itself may claim again (its routing retried)
+    assert store.claim_singleton(gate, "run-being-created", now=NOW + 10) is None
+
+    # but once the window passed with no such run, the gate is free
+    assert store.claim_singleton(gate, other, now=NOW + 10 + SINGLETON_CLAIM_MS) is None
 
 
 def event(n: int) -> dict:
@@ -166,3 +183,15 @@ def test_a_second_collecting_run_for_a_held_gate_is_refused_and_not_created(stor
                                 pending=gate))
 
     assert store.load_run(late) is None
+
+
+def test_an_event_whose_data_mentions_another_events_id_still_joins(store) -> None:
+    # given a batch whose first event's data contains the id of the next event
+    gate = a_gate("pend")
+    second = event(2)
+    first = {**event(1), "data": {"next": {"id": second["id"]}}}
+    run_id = collecting(store, gate, first)
+    # when the next event is routed, then it joins the batch (not mistaken for a duplicate)
+    assert store.join_pending(gate, second, mode="batch", now=NOW, max_size=5,
+                              period_ms=60_000, timeout_ms=None) == (run_id, False)
+    assert [e["id"] for e in store.load_run(run_id).events] == [first["id"], second["id"]]

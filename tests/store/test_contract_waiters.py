@@ -16,6 +16,7 @@ from tests.store._support import (
     new_id,
     run_member,
     suspended_waiting,
+    unstamped,
     wait_step,
     waiter,
 )
@@ -37,13 +38,13 @@ def _waiting_with(store, *waiters_of) -> list:
 # -- find_waiters -------------------------------------------------------------------------
 def test_find_waiters_without_match_returns_every_waiter_on_the_name(store) -> None:
     w1, w2 = _waiting_with(store, lambda r: waiter(r), lambda r: waiter(r))
-    found = store.find_waiters(EVENT, {"data": {"anything": 1}})
+    found = unstamped(store.find_waiters(EVENT, {"data": {"anything": 1}}))
     assert sorted(found, key=lambda w: w.run_id) == sorted([w1, w2], key=lambda w: w.run_id)
 
 
 def test_find_waiters_ignores_waiters_on_another_event_name(store) -> None:
     _waiting_with(store, lambda r: waiter(r, event_name="shop/order.shipped"))
-    assert store.find_waiters(EVENT, {"data": {}}) == []
+    assert unstamped(store.find_waiters(EVENT, {"data": {}})) == []
 
 
 def test_find_waiters_round_trips_every_waiter_field(store) -> None:
@@ -51,7 +52,7 @@ def test_find_waiters_round_trips_every_waiter_field(store) -> None:
     w = waiter(run_id, "wait:2", path="data.order", value=7)
     w = type(w)(**{**w.__dict__, "condition": "event.data.total > 10"})
     store.suspend(run_id, token, Suspension("waiting", None, waiters=(w,)))
-    [found] = store.find_waiters(EVENT, {"data": {"order": 7}})
+    [found] = unstamped(store.find_waiters(EVENT, {"data": {"order": 7}}))
     assert found == w
     assert found.member == f"{run_id}|wait:2"
 
@@ -61,47 +62,47 @@ def test_find_waiters_with_match_returns_only_the_matching_value(store) -> None:
     w7, w8 = _waiting_with(store, lambda r: waiter(r, path="data.order", value=7),
                            lambda r: waiter(r, path="data.order", value=8))
     # then an event for order 8 finds only the order-8 waiter, and vice versa
-    assert store.find_waiters(EVENT, {"data": {"order": 8}}) == [w8]
-    assert store.find_waiters(EVENT, {"data": {"order": 7}}) == [w7]
-    assert store.find_waiters(EVENT, {"data": {"order": 9}}) == []
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": 8}})) == [w8]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": 7}})) == [w7]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": 9}})) == []
 
 
 def test_find_waiters_distinguishes_the_number_7_from_the_string_7(store) -> None:
     w_int, w_str = _waiting_with(store, lambda r: waiter(r, path="data.order", value=7),
                                  lambda r: waiter(r, path="data.order", value="7"))
-    assert store.find_waiters(EVENT, {"data": {"order": 7}}) == [w_int]
-    assert store.find_waiters(EVENT, {"data": {"order": "7"}}) == [w_str]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": 7}})) == [w_int]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": "7"}})) == [w_str]
 
 
 def test_find_waiters_matches_an_integral_float_to_the_integer(store) -> None:
     [w] = _waiting_with(store, lambda r: waiter(r, path="data.order", value=7))
-    assert store.find_waiters(EVENT, {"data": {"order": 7.0}}) == [w]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"order": 7.0}})) == [w]
 
 
 def test_find_waiters_skips_match_waiters_when_the_event_lacks_the_path(store) -> None:
     _waiting_with(store, lambda r: waiter(r, path="data.order", value=7))
-    assert store.find_waiters(EVENT, {"data": {"customer": 7}}) == []
-    assert store.find_waiters(EVENT, {}) == []
+    assert unstamped(store.find_waiters(EVENT, {"data": {"customer": 7}})) == []
+    assert unstamped(store.find_waiters(EVENT, {})) == []
 
 
 def test_find_waiters_matches_long_values_exactly(store) -> None:
     long_a, long_b = "a" * 200, "a" * 199 + "b"
     [w] = _waiting_with(store, lambda r: waiter(r, path="data.token", value=long_a))
-    assert store.find_waiters(EVENT, {"data": {"token": long_a}}) == [w]
-    assert store.find_waiters(EVENT, {"data": {"token": long_b}}) == []
+    assert unstamped(store.find_waiters(EVENT, {"data": {"token": long_a}})) == [w]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"token": long_b}})) == []
 
 
 def test_find_waiters_matches_structured_values_regardless_of_key_order(store) -> None:
     [w] = _waiting_with(store, lambda r: waiter(r, path="data.key", value={"a": 1, "b": 2}))
-    assert store.find_waiters(EVENT, {"data": {"key": {"b": 2, "a": 1}}}) == [w]
-    assert store.find_waiters(EVENT, {"data": {"key": {"a": 1, "b": 3}}}) == []
+    assert unstamped(store.find_waiters(EVENT, {"data": {"key": {"b": 2, "a": 1}}})) == [w]
+    assert unstamped(store.find_waiters(EVENT, {"data": {"key": {"a": 1, "b": 3}}})) == []
 
 
 def test_find_waiters_returns_plain_and_matching_waiters_together(store) -> None:
     plain, on7, _on8 = _waiting_with(store, lambda r: waiter(r),
                                      lambda r: waiter(r, path="data.order", value=7),
                                      lambda r: waiter(r, path="data.order", value=8))
-    found = store.find_waiters(EVENT, {"data": {"order": 7}})
+    found = unstamped(store.find_waiters(EVENT, {"data": {"order": 7}}))
     assert sorted(found, key=lambda w: w.run_id) == sorted([plain, on7], key=lambda w: w.run_id)
 
 
@@ -109,8 +110,10 @@ def test_find_waiters_uses_each_match_path_separately(store) -> None:
     by_order, by_user = _waiting_with(store,
                                       lambda r: waiter(r, path="data.order", value=7),
                                       lambda r: waiter(r, path="data.user.id", value="u1"))
-    assert store.find_waiters(EVENT, {"data": {"order": 7, "user": {"id": "u2"}}}) == [by_order]
-    assert store.find_waiters(EVENT, {"data": {"order": 8, "user": {"id": "u1"}}}) == [by_user]
+    by_order_event = {"data": {"order": 7, "user": {"id": "u2"}}}
+    by_user_event = {"data": {"order": 8, "user": {"id": "u1"}}}
+    assert unstamped(store.find_waiters(EVENT, by_order_event)) == [by_order]
+    assert unstamped(store.find_waiters(EVENT, by_user_event)) == [by_user]
 
 
 # -- resolve_step -------------------------------------------------------------------------
@@ -146,9 +149,9 @@ def test_resolve_step_does_not_overwrite_a_failed_step(store) -> None:
 
 def test_resolve_step_drops_the_steps_waiter_from_the_index(store) -> None:
     run_id, w = suspended_waiting(store)
-    assert store.find_waiters(EVENT, {}) == [w]
+    assert unstamped(store.find_waiters(EVENT, {})) == [w]
     store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
-    assert store.find_waiters(EVENT, {}) == []
+    assert unstamped(store.find_waiters(EVENT, {})) == []
 
 
 def test_resolve_step_keeps_the_waiters_of_other_steps(store) -> None:
@@ -156,8 +159,8 @@ def test_resolve_step_keeps_the_waiters_of_other_steps(store) -> None:
     mine, other = waiter(run_id, "wait"), waiter(run_id, "cancel", event_name="shop/cancel")
     store.suspend(run_id, token, Suspension("waiting", None, waiters=(mine, other)))
     store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
-    assert store.find_waiters(EVENT, {}) == []
-    assert store.find_waiters("shop/cancel", {}) == [other]
+    assert unstamped(store.find_waiters(EVENT, {})) == []
+    assert unstamped(store.find_waiters("shop/cancel", {})) == [other]
 
 
 def test_resolve_step_wakes_the_run_now(store) -> None:
@@ -178,11 +181,11 @@ def test_resolve_step_sets_the_wake_flag_of_a_leased_run(store) -> None:
 
 
 def test_resolve_step_without_wake_neither_flags_nor_schedules(store) -> None:
-    # given a leased run whose watchdog is at NOW + 2 * LEASE_MS
+    # given a held run whose watchdog is at NOW + LEASE_MS
     run_id, token = leased(store, now=NOW)
     assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10, wake=False) is True
     # then the run timer did not move to now
-    assert run_member(run_id) not in claimed(store, NOW + 2 * LEASE_MS - 1)
+    assert run_member(run_id) not in claimed(store, NOW + LEASE_MS - 1)
     # and the holder's suspend really suspends
     assert store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000)) is False
     assert store.load_run(run_id).steps["wait"] == RESOLVED

@@ -16,6 +16,7 @@ from tests.store._support import (
     NOW,
     RETENTION_MS,
     create,
+    envelope_event,
     leased,
     new_id,
     suspended_waiting,
@@ -62,14 +63,17 @@ def test_starts_on_a_noeviction_server(redis_server, namespace) -> None:
 
 
 def test_every_key_of_a_run_shares_its_hash_tag_and_the_namespace(rstore) -> None:
-    # given a run with metadata, steps and a lease
-    run_id, token = leased(rstore)
+    # given a run with metadata, steps, events and collected event ids
+    run_id = create(rstore, events=[{"id": "e1", "name": "t"}], event_ids=["e1"],
+                    pending=f"{rstore.ns}:gate:pend:f:")
+    token = "tok-1@p"
+    rstore.acquire(run_id, token, now=NOW, lease_ms=LEASE_MS)
     rstore.save_step(run_id, token, "fetch", DONE)
     # then every key naming the run carries {run_id} and the namespace
     run_keys = {k for k in _keys(rstore) if run_id in k}
     assert run_keys == {f"{rstore.ns}:run:{{{run_id}}}", f"{rstore.ns}:run:{{{run_id}}}:steps",
-                        f"{rstore.ns}:run:{{{run_id}}}:lease",
-                        f"{rstore.ns}:run:{{{run_id}}}:events"}
+                        f"{rstore.ns}:run:{{{run_id}}}:events",
+                        f"{rstore.ns}:run:{{{run_id}}}:eids"}
     # and they all hash to one cluster slot
     assert len({key_slot(k.encode()) for k in run_keys}) == 1
 
@@ -94,17 +98,17 @@ def test_finish_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     rstore.save_step(run_id, token, "fetch", DONE)
     assert rstore.finish(run_id, token, Outcome("completed", NOW + 1, "1"),
                          retention_ms=RETENTION_MS) is True
-    meta, steps, lease = rstore._run_keys(run_id)
+    meta, steps, events, _ = rstore._run_keys(run_id)
     assert _about(rstore.r.pttl(meta), RETENTION_MS)
     assert _about(rstore.r.pttl(steps), RETENTION_MS)
-    assert _about(rstore.r.pttl(rstore._events_key(run_id)), RETENTION_MS)
-    assert rstore.r.exists(lease) == 0
+    assert _about(rstore.r.pttl(events), RETENTION_MS)
+    assert rstore.r.hget(meta, "holder") is None
 
 
 def test_a_live_run_has_no_ttl(rstore) -> None:
     run_id, token = leased(rstore)
     rstore.save_step(run_id, token, "fetch", DONE)
-    meta, steps, _ = rstore._run_keys(run_id)
+    meta, steps, _, _ = rstore._run_keys(run_id)
     assert rstore.r.pttl(meta) == -1
     assert rstore.r.pttl(steps) == -1
 
@@ -113,10 +117,10 @@ def test_cancel_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     run_id, token = leased(rstore)
     rstore.save_step(run_id, token, "fetch", DONE)
     rstore.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=60_000)
-    meta, steps, _ = rstore._run_keys(run_id)
+    meta, steps, events, _ = rstore._run_keys(run_id)
     assert _about(rstore.r.pttl(meta), 60_000)
     assert _about(rstore.r.pttl(steps), 60_000)
-    assert _about(rstore.r.pttl(rstore._events_key(run_id)), 60_000)
+    assert _about(rstore.r.pttl(events), 60_000)
 
 
 def test_put_event_dedupe_key_expires_after_ttl(rstore) -> None:
@@ -137,7 +141,7 @@ def test_an_expired_dedupe_key_accepts_the_event_id_again(rstore) -> None:
     rstore.put_event(event_id, '"first"', route_at=NOW, ttl_ms=60_000)
     rstore.r.delete(rstore._event_key(event_id))  # what expiry does
     assert rstore.put_event(event_id, '"second"', route_at=NOW, ttl_ms=60_000) is True
-    assert rstore.get_event(event_id) == '"second"'
+    assert envelope_event(rstore.get_event(event_id)) == '"second"'
 
 
 def test_a_run_survives_a_client_reconnect(rstore) -> None:

@@ -1,12 +1,13 @@
--- KEYS: run, steps, timers, events   ARGV: now, error, retention, run id
+-- KEYS: run, steps, timers, signal, events, eids
+-- ARGV: now, error, retention, run id, notify due
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if ended(status) then return status end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'ended_at', ARGV[1], 'error', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'ended_at', ARGV[1], 'error', ARGV[2],
+  'notify', '1')
+redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop')
 drop_waiters(KEYS[1], nil)
 free_gate(KEYS[1], ARGV[4])
-redis.call('ZREM', KEYS[3], member_of(KEYS[1], ARGV[4]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
+schedule(KEYS[3], KEYS[4], member_of(KEYS[1], ARGV[4]), ARGV[5])
+expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6]}, ARGV[3])
 return status

@@ -1,8 +1,14 @@
--- KEYS: run, functions with runs (set), function runs, timers, signal, run events
+-- KEYS: run, functions with runs (set), function runs, timers, signal, run events, run eids
 -- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent,
 --       start_by, waiters, member, deadlines, concurrency ('limit|gate' or ''),
---       pending gate ('' or the debounce/batch gate this run collects events for)
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+--       pending gate ('' or the debounce/batch gate this run collects events for),
+--       event ids json (for a collecting run)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- a retried call whose reply was lost created it: still "created" for the caller
+  local mine = redis.call('HMGET', KEYS[1], 'function_id', 'created_at')
+  if mine[1] == ARGV[2] and mine[2] == ARGV[3] then return 1 end
+  return 0
+end
 -- a collecting run is created only while no other collects for its gate (else: join that one)
 if ARGV[12] ~= '' and not redis.call('SET', ARGV[12], ARGV[1], 'NX') then return -1 end
 -- every value kept short so the hash stays a compact listpack; events live in their own key
@@ -16,6 +22,7 @@ if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'conc', ARGV[11]) end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'pend', ARGV[12], 'pend_first', ARGV[3], 'pend_size', '1')
+  for _, event_id in ipairs(cjson.decode(ARGV[13])) do redis.call('SADD', KEYS[7], event_id) end
 end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])

@@ -1,23 +1,22 @@
--- KEYS: run, steps, lease, timers, events
--- ARGV: token, status, ended_at, output, error, retention, run id
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then
+-- KEYS: run, steps, timers, signal, events, eids
+-- ARGV: holder, status, ended_at, output, error, retention, run id, notify due
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
   -- A retried call after a lost reply: the run already ended exactly so.
   local done = redis.call('HMGET', KEYS[1], 'status', 'ended_at')
   if done[1] == ARGV[2] and done[2] == ARGV[3] then return 1 end
   return 0
 end
 if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
-  redis.call('DEL', KEYS[3])
+  redis.call('HDEL', KEYS[1], 'holder')
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[3], 'notify', '1')
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'output', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
+redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop')
 drop_waiters(KEYS[1], nil)
 free_gate(KEYS[1], ARGV[7])
-redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[4], member_of(KEYS[1], ARGV[7]))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PEXPIRE', KEYS[5], ARGV[6])
+-- the outbox: until the runtime confirms the notifications, this timer retries them
+schedule(KEYS[3], KEYS[4], member_of(KEYS[1], ARGV[7]), ARGV[8])
+expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6]}, ARGV[6])
 return 1

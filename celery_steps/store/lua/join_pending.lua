@@ -11,7 +11,7 @@ if redis.call('HGET', run, 'status') ~= 'queued' then
 end
 local events_key = run .. ':events'
 local events = redis.call('GET', events_key) or '[]'
-if string.find(events, '"id":' .. cjson.encode(ARGV[8]), 1, true) then
+if redis.call('SADD', run .. ':eids', ARGV[8]) == 0 then
   return {run_id, 0}  -- this event joined already (routed twice)
 end
 local member = 'r|' .. redis.call('HGET', run, 'function_id') .. '|' .. run_id

@@ -5,6 +5,13 @@ local function is_final(raw)
   return s == 'completed' or s == 'failed'
 end
 
+-- Redis's own clock in ms: events and waiters are stamped with it, so a wait and an event
+-- are ordered by one clock, whichever machines they came from.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local function schedule(timers, signal, member, due)
   local first = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
   redis.call('ZADD', timers, due, member)
@@ -14,15 +21,17 @@ local function schedule(timers, signal, member, due)
   end
 end
 
--- waiters: JSON list of {index_key, member, waiter_json, paths_key, path}
+-- waiters: JSON list of {index_key, member, waiter_json, paths_key, path}; each index entry
+-- is '<registered_at ms>|<waiter json>', stamped now.
 local function add_waiters(run, waiters_json)
   local new = cjson.decode(waiters_json)
   if #new == 0 then return end
   local raw = redis.call('HGET', run, 'waiters')
   local list = {}
   if raw then list = cjson.decode(raw) end
+  local stamp = string.format('%d', now_ms()) .. '|'
   for _, w in ipairs(new) do
-    redis.call('HSET', w[1], w[2], w[3])
+    redis.call('HSET', w[1], w[2], stamp .. w[3])
     if w[5] ~= '' then redis.call('SADD', w[4], w[5]) end
     table.insert(list, {w[1], w[2]})
   end
@@ -70,4 +79,15 @@ end
 
 local function ended(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+-- The run's whole state, as acquire returns it.
+local function state_of(run, steps, events)
+  return {redis.call('HGETALL', run), redis.call('HGETALL', steps),
+    redis.call('GET', events) or '[]'}
+end
+
+-- Expire every key of an ended run after the retention.
+local function expire_run(keys, retention)
+  for _, key in ipairs(keys) do redis.call('PEXPIRE', key, retention) end
 end

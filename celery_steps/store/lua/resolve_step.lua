@@ -1,10 +1,11 @@
 -- Compare-and-set a suspended step's state from outside the run (merge done by the caller,
 -- so JSON never round-trips through cjson).
--- KEYS: run, steps, timers, signal   ARGV: step key, expected ('' = absent), new, wake_at, wake, run id,
---       waiter
+-- KEYS: run, steps, timers, signal
+-- ARGV: step key, expected ('' = absent), new, wake_at, wake, run id, waiter
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or ended(status) then return 0 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current == ARGV[3] then return 1 end  -- a retried call: this very state won already
 if is_final(current) then return 0 end
 if (current or '') ~= ARGV[2] then return -1 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
