@@ -54,8 +54,10 @@ def install(steps: CelerySteps) -> None:
                                                                  "error": error_dict(exc)})
 
     from celery_steps.integration.bootstep import TimerPollerStep, add_worker_option
+    from celery_steps.integration.resilience import BrokerResilienceStep
 
     app.steps["worker"].add(TimerPollerStep)
+    app.steps["worker"].add(BrokerResilienceStep)  # survive Redis restarts (docs/operations.md)
     add_worker_option(app)
 
     @app.on_after_finalize.connect(weak=False)  # type: ignore[untyped-decorator]
