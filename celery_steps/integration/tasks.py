@@ -18,6 +18,7 @@ from celery_steps.integration.bootstep import (
     TimerPollerStep,
     add_worker_option,
 )
+from celery_steps.integration.resilience import BrokerResilienceStep
 from celery_steps.integration.transport import (
     BRANCH_TASK,
     CRON_TASK,
@@ -59,6 +60,7 @@ def install(app: Celery, runtime: Runtime) -> None:
 
     app.steps["worker"].add(TimerPollerStep)
     app.steps["worker"].add(ChildHeartbeatStep)
+    app.steps["worker"].add(BrokerResilienceStep)  # survive Redis restarts (docs/operations.md)
     add_worker_option(app)
 
     @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
