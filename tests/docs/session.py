@@ -11,8 +11,8 @@ between files or into the rest of the suite).
   databases are emptied first, so every file starts from a fresh key space.
 - Before a block that is not a file, every Celery app seen so far that has a CelerySteps and a
   broker on the test server gets an in-thread worker (thread pool, with the celery-steps
-  bootstep, so the timer poller runs). Tasks declared later are announced to running workers
-  before each block. Workers stop at the end of the file.
+  bootstep, so the timer poller runs), which also learns of the tasks declared after it
+  started. Workers stop at the end of the file.
 - A ``test_*`` function a block defines is called right away; a ``redis_url`` parameter gets a
   database of the test server.
 - At the end, a run that failed or a step that raised (an undefined helper, say) fails the file.
@@ -23,6 +23,7 @@ Exit status 0 when every block ran, 1 otherwise, with the failing block and its 
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import importlib
@@ -37,6 +38,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.worker.consumer import Consumer
 from docblocks import Block, python_blocks
 
 from celery_steps import CelerySteps, ConfigurationError
@@ -50,6 +52,30 @@ class DocFailure(Exception):
     """A block of the document did not run as written."""
 
 
+class Strategies(dict[str, Any]):
+    """A worker's task handlers that learn the tasks declared after the worker started.
+
+    A worker knows only the tasks it started with, so a block that declares a function and
+    sends its event would have its first message refused as an unregistered task.
+    """
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__()
+        self.consumer = consumer
+
+    def __missing__(self, name: str) -> Any:
+        if name not in self.consumer.app.tasks:
+            raise KeyError(name)  # really unknown: Celery reports it as usual
+        self.consumer.update_strategies()
+        return dict.__getitem__(self, name)
+
+
+class DocsConsumer(Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategies = Strategies(self)
+
+
 class Session:
     def __init__(self, doc: Path, port: int, project: Path) -> None:
         self.doc = doc
@@ -57,8 +83,8 @@ class Session:
         self.project = project
         self.namespace: dict[str, Any] = {"__name__": "docs_session", "__builtins__": builtins}
         self.apps: list[Celery] = []
-        self.workers: dict[int, Any] = {}  # id(app) -> the running WorkController
-        self.task_counts: dict[int, int] = {}
+        self.workers: dict[int, Any] = {}  # id(app) -> its running worker (None: no worker)
+        self.served: list[Celery] = []  # the apps that had a worker: their runs are checked
         self.called_tests: set[int] = set()
         self.current: Block | None = None  # the block running, for the failure report
         self.stack = contextlib.ExitStack()
@@ -83,11 +109,13 @@ class Session:
     def run(self, blocks: list[Block]) -> None:
         self.flush()
         sys.path.insert(0, str(self.project))
-        with self.stack:
+        try:
             for block in blocks:
                 self.run_block(block)
-            self.current = None
-            self.stop_workers_and_check_runs()
+        finally:
+            self.stop_workers()
+        self.current = None
+        self.check_runs()
         self.flush()
 
     def run_block(self, block: Block) -> None:
@@ -97,9 +125,11 @@ class Session:
             compile(code, str(block.doc), "exec")
             print(f"compiled {block.where} (skipped: {block.skip})")
             return
-        self.announce_new_tasks()
         if block.file is None:
-            self.start_workers()
+            if defines_tests(code):
+                self.stop_workers()  # a test brings its own worker, if it needs one
+            else:
+                self.start_workers()
             # blank lines in front, so tracebacks show the Markdown file's own line numbers
             source = "\n" * (block.line - 1) + code
             exec(compile(source, str(block.doc), "exec"), self.namespace)
@@ -134,6 +164,7 @@ class Session:
             if id(value) in self.called_tests:
                 continue
             self.called_tests.add(id(value))
+            self.stop_workers()
             params = inspect.signature(value).parameters
             unknown = set(params) - set(fixtures)
             if unknown:
@@ -164,25 +195,20 @@ class Session:
                 continue
             worker = self.stack.enter_context(start_worker(
                 app, pool="threads", concurrency=4, perform_ping_check=False,
-                loglevel="WARNING", shutdown_timeout=20))
+                loglevel="WARNING", shutdown_timeout=20, consumer_cls=DocsConsumer))
             self.workers[id(app)] = worker
-            self.task_counts[id(app)] = len(app.tasks)
+            if all(app is not served for served in self.served):
+                self.served.append(app)
             print(f"started a worker for the app {app.main!r}")
 
-    def announce_new_tasks(self) -> None:
-        """Tasks declared after a worker started are unknown to it until this."""
-        for app in self.apps:
-            worker = self.workers.get(id(app))
-            if worker is not None and len(app.tasks) != self.task_counts[id(app)]:
-                worker.consumer.update_strategies()
-                self.task_counts[id(app)] = len(app.tasks)
-
-    def stop_workers_and_check_runs(self) -> None:
+    def stop_workers(self) -> None:
+        """Stop the running workers; the next block that needs them starts them again."""
         self.stack.close()
+        self.workers.clear()
+
+    def check_runs(self) -> None:
         problems = []
-        for app in self.apps:
-            if self.workers.get(id(app)) is None:
-                continue
+        for app in self.served:
             for run in CelerySteps.from_app(app).list_runs(limit=1000):
                 if run.status == "failed":
                     problems.append(f"run {run.id} of {run.function_id} failed: {run.error}")
@@ -190,6 +216,12 @@ class Session:
                              f"{step.error}" for step in run.steps if step.error]
         if problems:
             raise DocFailure("the document's runs met errors:\n  " + "\n  ".join(problems))
+
+
+def defines_tests(code: str) -> bool:
+    """Whether a block defines ``test_*`` functions: it runs as a test module does."""
+    return any(isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+               for node in ast.parse(code).body)
 
 
 def main(doc: Path, port: int, project: Path) -> int:
