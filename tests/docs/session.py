@@ -13,7 +13,8 @@ between files or into the rest of the suite).
   broker on the test server gets an in-thread worker (thread pool, with the celery-steps
   bootstep, so the timer poller runs), which also learns of the tasks declared after it
   started. Workers stop at the end of the file.
-- A ``test_*`` function a block defines is called right away; a ``redis_url`` parameter gets a
+- A ``test_*`` function a block defines is called right away, like pytest would, with the
+  harness's workers stopped (a test brings its own); a ``redis_url`` parameter gets a
   database of the test server.
 - At the end, a run that failed or a step that raised (an undefined helper, say) fails the file.
 - Blocks marked ``<!-- docs-test: skip (why) -->`` are only compiled.
@@ -71,12 +72,16 @@ class Strategies(dict[str, Any]):
 
 
 class DocsConsumer(Consumer):
+    """Celery's consumer, with :class:`Strategies`."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.strategies = Strategies(self)
 
 
 class Session:
+    """One Markdown file's blocks, its namespace, project directory and workers."""
+
     def __init__(self, doc: Path, port: int, project: Path) -> None:
         self.doc = doc
         self.port = port
