@@ -11,12 +11,15 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from celery_steps.errors import InvalidEventError
+from celery_steps.jsonshape import nesting_depth, too_deep
 
 MAX_NAME_LENGTH = 256
 INTERNAL_PREFIX = "celery_steps/"
 FUNCTION_FAILED = "celery_steps/function.failed"
 FUNCTION_INVOKED = "celery_steps/function.invoked"
 CRON_EVENT = "celery_steps/cron"
+# function.failed carries the failed run's first event in data.event: two levels deeper.
+_WRAPPED_EVENT_LEVELS = 2
 
 
 def new_id() -> str:
@@ -88,8 +91,12 @@ def _coerce(item: Any) -> Event:
         raise InvalidEventError(f"invalid event: {problems}") from None
 
 
-def validate_event(event: Event, *, max_bytes: int, allow_internal: bool = False) -> str:
-    """Check an event and return its JSON encoding; raise InvalidEventError naming the problem."""
+def validate_event(event: Event, *, max_bytes: int, max_depth: int,
+                   allow_internal: bool = False) -> str:
+    """Check an event and return its JSON encoding; raise InvalidEventError naming the problem.
+
+    ``max_depth`` bounds how deeply ``data`` and ``user`` nest (setting steps_json_max_depth).
+    """
     if not isinstance(event.name, str) or not event.name.strip():
         raise InvalidEventError("event has no name: give it a name such as 'shop/order.paid'")
     if len(event.name) > MAX_NAME_LENGTH:
@@ -104,6 +111,11 @@ def validate_event(event: Event, *, max_bytes: int, allow_internal: bool = False
         )
     if not event.id or len(event.id) > 256:
         raise InvalidEventError("event id must be a non-empty string of at most 256 characters")
+    if allow_internal and event.name == FUNCTION_FAILED:
+        max_depth += _WRAPPED_EVENT_LEVELS
+    for field in ("data", "user"):
+        if nesting_depth(getattr(event, field), limit=max_depth) > max_depth:
+            raise InvalidEventError(too_deep(f"the {field} of event {event.name!r}", max_depth))
     try:
         encoded = event.to_json()
     except (TypeError, ValueError) as exc:
