@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-__all__ = ["DEFAULT_MAX_DEPTH", "count_values", "nesting_depth", "too_deep"]
+__all__ = ["DEFAULT_MAX_DEPTH", "count_values", "longest_container", "nesting_depth", "too_deep"]
 
 DEFAULT_MAX_DEPTH: Final = 64
 """Default of the ``steps_json_max_depth`` setting (see docs/limits.md for why 64)."""
@@ -68,6 +68,23 @@ def count_values(values: Iterable[Any], *, limit: int | None = None) -> int:
         if limit is not None and total > limit:
             return total
     return total
+
+
+def longest_container(values: Iterable[Any], *, limit: int | None = None) -> int:
+    """The length of the longest dict, list or tuple anywhere in ``values`` (0 if none).
+
+    With ``limit``, the walk stops at the first container longer than it.
+    """
+    longest = 0
+    stack = [v for v in values if isinstance(v, _CONTAINERS)]
+    while stack:
+        node = stack.pop()
+        if len(node) > longest:
+            longest = len(node)
+            if limit is not None and longest > limit:
+                return longest
+        stack.extend(c for c in _children(node) if isinstance(c, _CONTAINERS))
+    return longest
 
 
 def too_deep(what: str, limit: int) -> str:
