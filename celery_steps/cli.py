@@ -19,6 +19,7 @@ import click
 from celery_steps.errors import CeleryStepsError
 from celery_steps.extension import EXTENSION_ATTR, CelerySteps
 from celery_steps.functions import Function
+from celery_steps.jsonshape import nesting_depth, too_deep
 from celery_steps.options import TriggerCron, TriggerEvent
 from celery_steps.runs import Run, RunStatus
 
@@ -26,6 +27,21 @@ STATUSES: tuple[str, ...] = get_args(RunStatus)
 JSON_META = "celery_steps.cli.json"
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+# C0 controls but newline, DEL and C1 controls: shown as \xNN (tab and CR as \t and \r).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x0A}
+_CONTROLS.update({0x09: "\\t", 0x0D: "\\r"})
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC, BEL, CSI, ...) escaped, so ids,
+    error messages and other user strings cannot move the cursor, clear the screen or set the
+    title. Newlines are kept for the layout."""
+    return text.translate(_CONTROLS)
+
+
+def echo(text: str, file: IO[Any] | None = None) -> None:
+    """Every human-readable line the CLI prints goes through here."""
+    click.echo(printable(text), file=file)
 
 
 class StepsCliError(click.ClickException):
@@ -35,7 +51,7 @@ class StepsCliError(click.ClickException):
         super().__init__(" ".join(str(message).split()) or "failed")
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.message}", file=file if file is not None else sys.stderr)
+        echo(f"error: {self.message}", file=file if file is not None else sys.stderr)
 
 
 class StepsUsageError(StepsCliError):
@@ -113,9 +129,9 @@ def _extension(ctx: click.Context) -> CelerySteps:
 
 def _emit(ctx: click.Context, as_json: bool, data: Any, text: Callable[[], str]) -> None:
     if as_json or ctx.meta.get(JSON_META):
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data, indent=2, default=str))  # json escapes control characters
     else:
-        click.echo(text())
+        echo(text())
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -254,17 +270,23 @@ def functions(ctx: click.Context, as_json: bool) -> None:
 def send(ctx: click.Context, name: str, data_json: str | None, event_id: str | None,
          as_json: bool) -> None:
     """Send the event NAME with DATA_JSON (a JSON object); prints the event ids."""
+    ext = _extension(ctx)
     data: Any = {}
     if data_json is not None:
+        max_depth = ext.settings.json_max_depth
         try:
             data = json.loads(data_json)
         except json.JSONDecodeError as exc:
             raise StepsUsageError(f"DATA_JSON is not valid JSON: {exc}") from None
+        except RecursionError:  # nested past Python's recursion limit
+            raise StepsUsageError(too_deep("DATA_JSON", max_depth)) from None
         if not isinstance(data, dict):
             raise StepsUsageError(
                 f"DATA_JSON must be a JSON object such as '{{\"id\": 1}}', "
                 f"not {type(data).__name__}")
-    ids = _extension(ctx).send(name, data, id=event_id)
+        if nesting_depth(data, limit=max_depth) > max_depth:
+            raise StepsUsageError(too_deep("DATA_JSON", max_depth))
+    ids = ext.send(name, data, id=event_id)
     _emit(ctx, as_json, {"event_ids": ids}, lambda: "\n".join(ids))
 
 

@@ -1,4 +1,5 @@
-"""Durations (``"1h30m"``, seconds, ``timedelta``) and points in time (aware datetimes)."""
+"""Durations (``"1h30m"``, ``"PT1H30M"``, seconds, ``timedelta``) and points in time (aware
+datetimes)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Final
+
+from pydantic import TypeAdapter, ValidationError
 
 from celery_steps.errors import ConfigurationError
 
@@ -32,10 +35,12 @@ _DURATION = re.compile(
     rf"(?:(?P<ms>{_NUMBER})ms\s*)?"
 )
 _BARE_NUMBER = re.compile(_NUMBER)
+_ISO_8601: Final = TypeAdapter(timedelta)  # pydantic parses ISO-8601 durations
 _FORMS: Final = (
-    "a timedelta, a number of seconds (e.g. 30 or 1.5), or a string of amounts with units "
+    "a timedelta, a number of seconds (e.g. 30 or 1.5), a string of amounts with units "
     "w, d, h, m, s, ms from largest to smallest, e.g. '500ms', '30s', '5m', '2h', '7d', '1w', "
-    "'1h30m'"
+    "'1h30m', or an ISO-8601 duration in weeks, days, hours, minutes and seconds, e.g. "
+    "'PT1H30M', 'P1D', 'P2W'"
 )
 
 
@@ -64,7 +69,9 @@ def parse_duration(value: float | int | str | timedelta, *, what: str = "duratio
     Accepts a ``timedelta``; an int or float number of seconds (finite, not a bool); or a
     string such as ``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"``, ``"1w"``,
     ``"1h30m"``, ``"1d2h3m4s500ms"`` (units largest first, each at most once, decimals
-    allowed) or a bare number of seconds ``"30"``. Surrounding whitespace is ignored.
+    allowed), a bare number of seconds ``"30"``, or an ISO-8601 duration such as
+    ``"PT1H30M"``, ``"P1D"``, ``"P2W"`` (parsed by pydantic; years and months are refused, as
+    they have no fixed length). Surrounding whitespace is ignored.
     """
     if isinstance(value, timedelta):
         return _check_range(value, what, value)
@@ -85,6 +92,8 @@ def parse_duration(value: float | int | str | timedelta, *, what: str = "duratio
         raise _bad(what, value, "it is empty")
     if text.startswith("-"):
         raise _bad(what, value, "it is negative")
+    if text.startswith("P"):
+        return _parse_iso_8601(text, what, value)
     if _BARE_NUMBER.fullmatch(text):
         seconds = float(text)
         if seconds > MAX_DURATION.total_seconds():
@@ -102,6 +111,18 @@ def parse_duration(value: float | int | str | timedelta, *, what: str = "duratio
             raise _too_long(what, value)
         total += timedelta(seconds=part)
     return _check_range(total, what, value)
+
+
+def _parse_iso_8601(text: str, what: str, value: str) -> timedelta:
+    if any(unit in text.partition("T")[0] for unit in "YM"):
+        raise _bad(what, value, "years and months have no fixed length; use days or weeks, "
+                                "e.g. 'P30D'")
+    try:
+        delta = _ISO_8601.validate_python(text)
+    except ValidationError as exc:
+        reason = exc.errors()[0].get("ctx", {}).get("error") or "malformed"
+        raise _bad(what, value, f"it is not an ISO-8601 duration ({reason})") from None
+    return _check_range(delta, what, value)
 
 
 def parse_when(value: datetime | str, *, what: str = "time") -> datetime:

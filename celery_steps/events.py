@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from celery_steps.errors import InvalidEventError
+from celery_steps.jsonshape import nesting_depth, too_deep
 
 MAX_NAME_LENGTH = 256
 INTERNAL_PREFIX = "celery_steps/"
@@ -20,6 +21,8 @@ FUNCTION_CANCELLED = "celery_steps/function.cancelled"
 SYSTEM_EVENTS = frozenset({FUNCTION_FAILED, FUNCTION_FINISHED, FUNCTION_CANCELLED})
 FUNCTION_INVOKED = "celery_steps/function.invoked"
 CRON_EVENT = "celery_steps/cron"
+# function.failed carries the failed run's first event in data.event: two levels deeper.
+_WRAPPED_EVENT_LEVELS = 2
 
 
 def new_id() -> str:
@@ -91,8 +94,12 @@ def _coerce(item: Any) -> Event:
         raise InvalidEventError(f"invalid event: {problems}") from None
 
 
-def validate_event(event: Event, *, max_bytes: int, allow_internal: bool = False) -> str:
-    """Check an event and return its JSON encoding; raise InvalidEventError naming the problem."""
+def validate_event(event: Event, *, max_bytes: int, max_depth: int,
+                   allow_internal: bool = False) -> str:
+    """Check an event and return its JSON encoding; raise InvalidEventError naming the problem.
+
+    ``max_depth`` bounds how deeply ``data`` and ``user`` nest (setting steps_json_max_depth).
+    """
     if not isinstance(event.name, str) or not event.name.strip():
         raise InvalidEventError("event has no name: give it a name such as 'shop/order.paid'")
     if len(event.name) > MAX_NAME_LENGTH:
@@ -107,6 +114,11 @@ def validate_event(event: Event, *, max_bytes: int, allow_internal: bool = False
         )
     if not event.id or len(event.id) > 256:
         raise InvalidEventError("event id must be a non-empty string of at most 256 characters")
+    if allow_internal and event.name in SYSTEM_EVENTS:  # they carry a run's event or output
+        max_depth += _WRAPPED_EVENT_LEVELS
+    for field in ("data", "user"):
+        if nesting_depth(getattr(event, field), limit=max_depth) > max_depth:
+            raise InvalidEventError(too_deep(f"the {field} of event {event.name!r}", max_depth))
     try:
         encoded = event.to_json()
     except (TypeError, ValueError) as exc:

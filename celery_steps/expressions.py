@@ -2,13 +2,17 @@
 
 Expressions are compiled once (when a function is declared) with the ``cel`` package, a Rust
 CEL implementation, and evaluated against plain JSON-like values. Python ``eval``/``exec`` is
-never used. Size and nesting are limited before anything is compiled.
+never used. Size and nesting are limited before anything is compiled; comprehensions may nest
+at most :data:`MAX_COMPREHENSION_NESTING` deep, and an evaluation whose estimated cost over its
+inputs is above :data:`MAX_EVALUATION_COST` is refused before it starts
+(:mod:`celery_steps.expression_cost`), as ``cel`` has no budget of its own.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -17,12 +21,17 @@ from typing import Any, Final
 import cel
 
 from celery_steps.errors import CeleryStepsError, ConfigurationError
+from celery_steps.expression_cost import profile, skip_string
+from celery_steps.jsonshape import count_values, longest_container
 
 __all__ = [
+    "MAX_COMPREHENSION_NESTING",
+    "MAX_EVALUATION_COST",
     "MAX_EXPRESSION_LENGTH",
     "MAX_NESTING",
     "MISSING",
     "Expression",
+    "ExpressionCostError",
     "ExpressionEvalError",
     "lookup_path",
     "match_key",
@@ -31,6 +40,13 @@ __all__ = [
 
 MAX_EXPRESSION_LENGTH: Final = 2048
 MAX_NESTING: Final = 32
+MAX_COMPREHENSION_NESTING: Final = 3
+"""Comprehension macros (all, exists, exists_one, map, filter) nested deeper are refused."""
+MAX_EVALUATION_COST: Final = 10_000_000
+"""Budget for an evaluation's estimated cost, ``characters * input size ** degree`` (see
+:mod:`celery_steps.expression_cost`): one that could cost more is refused before it starts."""
+
+log = logging.getLogger("celery_steps.expressions")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Words CEL's grammar refuses after a dot (``event.data.in`` does not parse).
@@ -49,6 +65,11 @@ class ExpressionEvalError(CeleryStepsError):
     """An expression failed while being evaluated (missing field, wrong types, ...)."""
 
 
+class ExpressionCostError(ExpressionEvalError):
+    """An expression was not evaluated: over these inputs it could cost more than
+    :data:`MAX_EVALUATION_COST`."""
+
+
 class _Missing(enum.Enum):
     MISSING = "MISSING"
 
@@ -60,22 +81,6 @@ MISSING: Final = _Missing.MISSING
 """Returned by :func:`lookup_path` when the path does not exist in the document."""
 
 
-def _skip_string(source: str, start: int) -> int:
-    """Index just past the string literal whose opening quote is at ``start``."""
-    raw = start > 0 and source[start - 1] in "rR"
-    quote = source[start]
-    delimiter = quote * 3 if source.startswith(quote * 3, start) else quote
-    i = start + len(delimiter)
-    while i < len(source):
-        if source[i] == "\\" and not raw:
-            i += 2
-            continue
-        if source.startswith(delimiter, i):
-            return i + len(delimiter)
-        i += 1
-    return len(source)  # unterminated: the parser reports it
-
-
 def _nesting_depth(source: str) -> int:
     """Deepest nesting of (), [] and {} outside string literals."""
     depth = deepest = 0
@@ -83,7 +88,7 @@ def _nesting_depth(source: str) -> int:
     while i < len(source):
         char = source[i]
         if char in "'\"":
-            i = _skip_string(source, i)
+            i = skip_string(source, i)
             continue
         if char in _OPENERS:
             depth += 1
@@ -101,7 +106,7 @@ class Expression:
     with the alias ``async_=a``.
     """
 
-    __slots__ = ("_program", "source", "variables", "what")
+    __slots__ = ("_budget", "_program", "source", "variables", "what")
 
     def __init__(
         self,
@@ -145,10 +150,22 @@ class Expression:
                 f"invalid {what} {_short(source)}: unknown variable {unknown[0]!r}; "
                 f"this expression can use {allowed} (e.g. 'event.data.amount > 100')"
             )
+        cost = profile(source)
+        if cost.nesting > MAX_COMPREHENSION_NESTING:
+            raise ConfigurationError(
+                f"invalid {what} {_short(source)}: comprehensions (all, exists, exists_one, "
+                f"map, filter) nest {cost.nesting} deep, more than the limit of "
+                f"{MAX_COMPREHENSION_NESTING}; do such checks in a step instead"
+            )
         self.source: str = source
         self.variables: tuple[str, ...] = tuple(variables)
         self.what: str = what
         self._program: Any = program
+        # Within MAX_EVALUATION_COST: the longest list or map, or the number of values, the
+        # inputs may have (either suffices); None when the cost is linear in the input.
+        self._budget: tuple[int, int] | None = None if cost.values_degree == 0 else (
+            _largest_size(len(source), cost.length_degree),
+            _largest_size(len(source), cost.values_degree))
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r}, variables={self.variables!r})"
@@ -156,6 +173,8 @@ class Expression:
     def evaluate(self, **values: Any) -> Any:
         """Evaluate with the given variables; raises :class:`ExpressionEvalError` on failure."""
         context = {("async" if name == "async_" else name): value for name, value in values.items()}
+        if self._budget is not None:
+            self._check_cost(context.values(), *self._budget)
         try:
             return self._program.execute(context)
         except Exception as exc:  # KeyError, TypeError, ValueError, RuntimeError, ...
@@ -164,11 +183,25 @@ class Expression:
                 f"{_first_line(exc)}"
             ) from exc
 
+    def _check_cost(self, inputs: Any, max_length: int, max_values: int) -> None:
+        if count_values(inputs, limit=max_values) <= max_values:
+            return
+        if longest_container(inputs, limit=max_length) <= max_length:
+            return
+        raise ExpressionCostError(
+            f"{self.what} {_short(self.source)} was not evaluated: its input has a list or map "
+            f"longer than {max_length} and more than {max_values} values, and over them this "
+            f"expression's comprehensions could cost more than the budget of "
+            f"{MAX_EVALUATION_COST:,} (MAX_EVALUATION_COST, see docs/limits.md); iterate over "
+            "smaller lists, or do this check in a step"
+        )
+
     def matches(self, **values: Any) -> bool:
         """True only when the expression evaluates to exactly ``True``; errors give False."""
         try:
             return self.evaluate(**values) is True
-        except ExpressionEvalError:
+        except ExpressionEvalError as exc:
+            _log_failure(exc)
             return False
 
     def key(self, **values: Any) -> str | None:
@@ -179,7 +212,8 @@ class Expression:
         """
         try:
             result = self.evaluate(**values)
-        except ExpressionEvalError:
+        except ExpressionEvalError as exc:
+            _log_failure(exc)
             return None
         if isinstance(result, str):
             return result
@@ -187,6 +221,19 @@ class Expression:
             return json.dumps(result, sort_keys=True, separators=(",", ":"), default=_to_json)
         except (TypeError, ValueError):
             return None
+
+
+def _largest_size(length: int, degree: int) -> int:
+    """The largest input size ``n`` with ``length * n ** degree`` within the budget."""
+    return max(1, int((MAX_EVALUATION_COST / length) ** (1 / degree)))
+
+
+def _log_failure(exc: ExpressionEvalError) -> None:
+    """Over budget is an operator's problem (warning); a missing field is routine (debug)."""
+    if isinstance(exc, ExpressionCostError):
+        log.warning("%s", exc)
+    else:
+        log.debug("%s", exc)
 
 
 def _to_json(value: object) -> object:

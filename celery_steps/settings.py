@@ -6,8 +6,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from celery_steps.errors import ConfigurationError
+from celery_steps.jsonshape import DEFAULT_MAX_DEPTH
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+# Deeper values reach recursion limits on the way (Python's json and copy, Lua's cjson).
+MAX_JSON_DEPTH_SETTING = 200
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Settings:
     timer_batch: int = 500
     wait_max_timeout: float = 366 * 24 * 3600.0
     step_max_bytes: int = 4 * 1024 * 1024
+    json_max_depth: int = DEFAULT_MAX_DEPTH
 
     @classmethod
     def from_conf(cls, conf: Any, **overrides: Any) -> Settings:
@@ -51,6 +55,14 @@ class Settings:
                 raise ConfigurationError(
                     f"setting steps_{name} must be a positive number, got {value!r}"
                 )
+        depth = self.json_max_depth
+        if isinstance(depth, bool) or not isinstance(depth, int) or not (
+            1 <= depth <= MAX_JSON_DEPTH_SETTING
+        ):
+            raise ConfigurationError(
+                f"setting steps_json_max_depth must be a whole number from 1 to "
+                f"{MAX_JSON_DEPTH_SETTING}, got {depth!r}"
+            )
         if not isinstance(self.namespace, str) or not self.namespace or "{" in self.namespace:
             raise ConfigurationError(
                 f"setting steps_namespace must be a non-empty string without braces, "

@@ -123,7 +123,8 @@ class Executor:
             value = function.handler(ctx)
             if scope.fatal is not None:
                 raise scope.fatal
-            output, encoded = round_trip(value, what=f"the output of function {function.id!r}")
+            output, encoded = round_trip(value, what=f"the output of function {function.id!r}",
+                                         max_depth=self._settings.json_max_depth)
         except Suspend as interrupt:
             if branch is not None:
                 suspension = interrupt.suspension

@@ -181,7 +181,8 @@ class StepTools:
         self._current, self._current_attempt = key, attempts
         try:
             value = fn(*args, **kwargs)
-            result, encoded = round_trip(value, what=f"the result of step {key!r}")
+            result, encoded = round_trip(value, what=f"the result of step {key!r}",
+                                         max_depth=self._scope.settings.json_max_depth)
             limit = int(self._scope.settings.step_max_bytes)
             if len(encoded) > limit:
                 raise SerializationError(

@@ -115,7 +115,8 @@ class Lifecycle:
             if "ts" not in event.model_fields_set or not event.ts:
                 event = event.model_copy(update={"ts": now})  # "now" on the steps clock
             encoded.append((event, validate_event(
-                event, max_bytes=int(self.settings.event_max_bytes), allow_internal=internal)))
+                event, max_bytes=int(self.settings.event_max_bytes),
+                max_depth=self.settings.json_max_depth, allow_internal=internal)))
         ids = [event.id for event, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEventError("the same event id appears twice in one send")
@@ -153,7 +154,8 @@ class Lifecycle:
                       user=dict(user) if user is not None else None,
                       id=f"invoke-{run_id}" if run_id else Event(name="x").id,
                       ts=self.clock.now_ms())
-        validate_event(event, max_bytes=int(self.settings.event_max_bytes), allow_internal=True)
+        validate_event(event, max_bytes=int(self.settings.event_max_bytes),
+                       max_depth=self.settings.json_max_depth, allow_internal=True)
         run_id = run_id or run_id_for(fn.id, event.id)
         self.create_and_enqueue(fn, run_id, [event.model_dump()], parent)
         return run_id
@@ -180,7 +182,8 @@ class Lifecycle:
         """Start a run of a function another app on the same store serves (by task name)."""
         now = self.clock.now_ms()
         event = Event(name=FUNCTION_INVOKED, data=dict(data or {}), id=f"invoke-{run_id}", ts=now)
-        validate_event(event, max_bytes=int(self.settings.event_max_bytes), allow_internal=True)
+        validate_event(event, max_bytes=int(self.settings.event_max_bytes),
+                       max_depth=self.settings.json_max_depth, allow_internal=True)
         watchdog = now + int(float(self.settings.start_watchdog) * 1000)
         self.store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event.id],
                                      created_at=now, events=[event.model_dump()], parent=parent,

@@ -34,6 +34,43 @@ def test_duration_strings_are_parsed(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT1H30M", timedelta(hours=1, minutes=30)),
+        ("P1D", timedelta(days=1)),
+        ("P2W", timedelta(weeks=2)),
+        ("PT30S", timedelta(seconds=30)),
+        ("PT0.5S", timedelta(milliseconds=500)),
+        ("P1DT2H3M4S", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        ("PT36H", timedelta(hours=36)),
+        ("P1.5D", timedelta(hours=36)),
+        ("  PT5M  ", timedelta(minutes=5)),
+        ("PT0S", timedelta(0)),
+        ("P0D", timedelta(0)),
+        (f"P{MAX_DURATION.days}D", MAX_DURATION),
+    ],
+)
+def test_iso_8601_durations_are_parsed(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["P", "PT", "P1H", "PT1S1", "pt1h", "PT-1H", "+PT1H", "P99999999999D"])
+def test_malformed_iso_8601_durations_are_rejected(text: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_duration(text, what="sleep duration")
+    message = str(info.value)
+    assert message.startswith(f"invalid sleep duration {text!r}")
+    assert "ISO-8601" in message and "'PT1H30M'" in message
+
+
+@pytest.mark.parametrize("text", ["P1Y", "P2M", "P1Y2M3DT4H"])
+def test_iso_8601_years_and_months_are_rejected_as_having_no_fixed_length(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="no fixed length"):
+        parse_duration(text)
+
+
 def test_numbers_are_seconds() -> None:
     assert parse_duration(30) == timedelta(seconds=30)
     assert parse_duration(0.25) == timedelta(milliseconds=250)
@@ -78,7 +115,7 @@ def test_garbage_duration_strings_are_rejected(value: str) -> None:
     assert "'500ms'" in message and "'1h30m'" in message
 
 
-@pytest.mark.parametrize("value", [-1, -0.5, "-5s", "-30", timedelta(seconds=-1)])
+@pytest.mark.parametrize("value", [-1, -0.5, "-5s", "-30", timedelta(seconds=-1), "-PT1H", "-P1D"])
 def test_negative_durations_are_rejected(value: Any) -> None:
     with pytest.raises(ConfigurationError, match="negative"):
         parse_duration(value)
@@ -113,6 +150,8 @@ def test_other_types_are_rejected(value: Any) -> None:
         "1831d",
         str(10**30),
         "262w1d",
+        f"P{MAX_DURATION.days + 1}D",
+        "P300W",
     ],
 )
 def test_durations_longer_than_the_maximum_are_rejected(value: Any) -> None:

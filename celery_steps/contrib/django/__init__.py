@@ -42,7 +42,7 @@ def send_on_commit(
     events = build_events(name_or_events, data, id=id, user=user, ts=ts)
     max_bytes = int(steps.settings.event_max_bytes)
     for event in events:
-        validate_event(event, max_bytes=max_bytes)
+        validate_event(event, max_bytes=max_bytes, max_depth=steps.settings.json_max_depth)
     ids = [event.id for event in events]
 
     def send() -> None:
