@@ -11,6 +11,7 @@ from celery_steps.errors import error_dict
 from celery_steps.functions import Function
 from celery_steps.integration.beat import add_beat_entries, fire_cron
 from celery_steps.integration.bootstep import RUNTIME_ATTR, TimerPollerStep, add_worker_option
+from celery_steps.integration.routing import install_router
 from celery_steps.integration.transport import (
     BRANCH_TASK,
     CRON_TASK,
@@ -53,16 +54,29 @@ def install(app: Celery, runtime: Runtime) -> None:
     app.steps["worker"].add(TimerPollerStep)
     add_worker_option(app)
 
+    @app.on_after_configure.connect(weak=False)  # type: ignore[untyped-decorator]
+    def route_declared_queues(sender: Any, **kwargs: Any) -> None:
+        install_router(app, runtime.registry)
+
     @app.on_after_finalize.connect(weak=False)  # type: ignore[untyped-decorator]
-    def keep_beat_entries(sender: Any, **kwargs: Any) -> None:
-        """Re-add cron entries in case configuration replaced ``beat_schedule``."""
+    def keep_routes_and_beat_entries(sender: Any, **kwargs: Any) -> None:
+        """Re-add the router and the cron entries in case configuration replaced
+        ``task_routes`` or ``beat_schedule``."""
+        install_router(app, runtime.registry)
         for fn in list(runtime.registry.by_id.values()):
             if fn.crons:
                 add_beat_entries(app, fn)
 
+    if app.configured:  # reading the configuration earlier would load it too soon
+        install_router(app, runtime.registry)
+
 
 def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
-    """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost)."""
+    """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost).
+
+    Its ``queue=`` is applied by the :class:`~celery_steps.integration.routing.FunctionQueues`
+    router in ``task_routes``, not as a task attribute (deprecated, gone in Celery 6).
+    """
 
     def run_function(run_id: str) -> str:
         return runtime.execute(fn.id, run_id)
@@ -76,8 +90,6 @@ def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
         "base": Task,
         "shared": False,
     }
-    if fn.queue:
-        options["queue"] = fn.queue
     app.task(**options)(run_function)
     if fn.crons:
         add_beat_entries(app, fn)
