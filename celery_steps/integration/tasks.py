@@ -9,7 +9,12 @@ from celery import Celery, Task
 
 from celery_steps.errors import error_dict
 from celery_steps.functions import Function
-from celery_steps.integration.beat import add_beat_entries, fire_cron
+from celery_steps.integration.beat import (
+    add_beat_entries,
+    connect_beat_init,
+    drop_stale_entries,
+    fire_cron,
+)
 from celery_steps.integration.bootstep import RUNTIME_ATTR, TimerPollerStep, add_worker_option
 from celery_steps.integration.routing import install_router
 from celery_steps.integration.transport import (
@@ -63,9 +68,12 @@ def install(app: Celery, runtime: Runtime) -> None:
         """Re-add the router and the cron entries in case configuration replaced
         ``task_routes`` or ``beat_schedule``."""
         install_router(app, runtime.registry)
+        drop_stale_entries(app, runtime.registry)
         for fn in list(runtime.registry.by_id.values()):
             if fn.crons:
                 add_beat_entries(app, fn)
+
+    connect_beat_init()
 
     if app.configured:  # reading the configuration earlier would load it too soon
         install_router(app, runtime.registry)
