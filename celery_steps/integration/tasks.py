@@ -9,6 +9,7 @@ from celery import Celery, Task
 
 from celery_steps.errors import error_dict
 from celery_steps.functions import Function
+from celery_steps.integration import control  # noqa: F401 (registers the steps_clock command)
 from celery_steps.integration.beat import (
     add_beat_entries,
     connect_beat_init,
