@@ -16,6 +16,7 @@ from typing import IO, Any, TypeVar, get_args
 
 import click
 
+from celery_steps.doctor import failed, run_checks
 from celery_steps.errors import CeleryStepsError
 from celery_steps.extension import EXTENSION_ATTR, CelerySteps
 from celery_steps.functions import Function
@@ -342,3 +343,20 @@ def replay(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Start a new run of the same function on the same events; prints its id."""
     new_id = _extension(ctx).replay(run_id)
     _emit(ctx, as_json, {"run_id": new_id, "replay_of": run_id}, lambda: new_id)
+
+
+@steps.command()
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds to wait for the workers' and beat's replies.")
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, timeout: float, as_json: bool) -> None:
+    """Check the store, the workers' queues, beat and clocks; exit 1 if a check FAILs."""
+    app_arg = ctx.find_root().params.get("app")
+    checks = run_checks(_extension(ctx), timeout=timeout,
+                        app_arg=app_arg if isinstance(app_arg, str) else None)
+    width = max(len(c.check) for c in checks)
+    _emit(ctx, as_json, [c.as_dict() for c in checks], lambda: "\n".join(
+        f"{c.status}  {c.check.ljust(width)}  {c.detail}" for c in checks))
+    if failed(checks):
+        ctx.exit(1)

@@ -11,6 +11,12 @@ Daylight saving time, for a schedule in a zone that observes it:
   moves to the first instant after the gap (03:00 local, tick id ``...T03:00``), so a daily
   job still fires once that day. When the hour field is a wildcard or a step
   (``"30 * * * *"``), the non-existent 02:30 is simply skipped (01:30, then 03:30).
+
+Celery beat's ``crontab`` fires at the same local times (the beat entries are real crontabs
+in the schedule's zone, built from :meth:`CronSchedule.crontab_fields`), so only what both
+can express is accepted: croniter's extensions (``L``, ``W``, ``#``, random fields) are
+refused, and so is a cron restricting both the day of the month and the day of the week
+(cron fires when *either* matches, Celery's crontab only when *both* do).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,7 +32,7 @@ from croniter import croniter
 
 from celery_steps.errors import ConfigurationError
 
-__all__ = ["MAX_YEARS_BETWEEN_FIRES", "CronSchedule", "parse_cron"]
+__all__ = ["MAX_YEARS_BETWEEN_FIRES", "CronFields", "CronSchedule", "parse_cron"]
 
 MAX_YEARS_BETWEEN_FIRES: Final = 10
 """A cron that does not fire within this many years is treated as never firing."""
@@ -41,6 +48,11 @@ _MACROS: Final = {
 }
 # croniter's random "R" and hashed "H" fields (names like THU or MAR are fine).
 _RANDOM_FIELD: Final = re.compile(r"(?<![A-Za-z])[RH](?![A-Za-z])", re.IGNORECASE)
+# croniter's extensions Celery's crontab cannot express: last (L), weekday (W), nth (#).
+_EXTENSION: Final = re.compile(r"[LW#]", re.IGNORECASE)
+_NAME: Final = re.compile(r"[A-Za-z]{3}")  # JAN..DEC, SUN..SAT (JUL and WED hold L and W)
+# The bounds of each field, in expression order: minute hour day-of-month month day-of-week.
+_BOUNDS: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 _TZ_PREFIXES: Final = ("CRON_TZ=", "TZ=")
 _TICK_FORMAT: Final = "%Y-%m-%dT%H:%M"
 _EPSILON: Final = timedelta(microseconds=1)
@@ -58,6 +70,40 @@ def _require_aware(value: datetime, name: str) -> datetime:
 
 
 @dataclass(frozen=True)
+class CronFields:
+    """A cron's fields as Celery's ``crontab`` takes them: numbers, ranges, steps and lists."""
+
+    minute: str
+    hour: str
+    day_of_month: str
+    month_of_year: str
+    day_of_week: str
+
+
+def _compact(values: list[int], low: int, high: int) -> str:
+    """The shortest usual spelling of a set of field values: ``*/15``, ``9-17``, ``1,15``."""
+    if len(values) == high - low + 1:
+        return "*"
+    if len(values) >= 3:
+        step = values[1] - values[0]
+        if step > 1 and all(b - a == step for a, b in pairwise(values)):
+            if values[0] == low and values[-1] + step > high:
+                return f"*/{step}"
+            return f"{values[0]}-{values[-1]}/{step}"
+    parts: list[str] = []
+    start = prev = values[0]
+    for value in [*values[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(str(start) if start == prev else
+                     f"{start},{prev}" if prev == start + 1 else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
 class CronSchedule:
     """A 5-field cron ``expression`` firing in the IANA time zone ``tz_name``."""
 
@@ -68,6 +114,16 @@ class CronSchedule:
     def tz(self) -> ZoneInfo:
         """The schedule's time zone."""
         return ZoneInfo(self.tz_name)
+
+    def crontab_fields(self) -> CronFields:
+        """The expression's fields in the form Celery's ``crontab`` reads them the same way
+        (names become numbers, Sunday is 0, expanded sets are written compactly)."""
+        expanded = croniter(self.expression).expanded
+        fields = [
+            "*" if values == ["*"] else _compact(sorted({int(v) for v in values}), low, high)
+            for values, (low, high) in zip(expanded, _BOUNDS, strict=True)
+        ]
+        return CronFields(*fields)
 
     def _iter(self, start: datetime) -> croniter:
         return croniter(
@@ -193,13 +249,26 @@ def parse_cron(cron: str, tz: str | None = None, *, function_id: str) -> CronSch
             "fields are not supported, as every beat process must compute the same fire "
             "times; write explicit values, e.g. '17 9 * * *'"
         )
+    if any(_EXTENSION.search(_NAME.sub("", field)) for field in fields):
+        raise ConfigurationError(
+            f"function {function_id!r}: cron {cron!r} uses L, W or #, which Celery beat's "
+            "crontab cannot express; list the days instead (e.g. '0 9 28-31 * *' and a check "
+            "in the handler for the last day of the month)"
+        )
     try:
-        croniter(expression, datetime.now(zone))
+        expanded = croniter(expression, datetime.now(zone)).expanded
     except (ValueError, KeyError, TypeError) as exc:  # CroniterBadCronError is a ValueError
         raise ConfigurationError(
             f"function {function_id!r}: invalid cron {cron!r}: {exc}; "
             "use 5 fields (minute hour day-of-month month day-of-week), e.g. '0 9 * * *'"
         ) from exc
+    if expanded[2] != ["*"] and expanded[4] != ["*"]:
+        raise ConfigurationError(
+            f"function {function_id!r}: cron {cron!r} restricts both the day of the month "
+            "and the day of the week: cron fires when either matches, Celery's crontab only "
+            "when both do. Declare two triggers instead, e.g. TriggerCron('0 9 1 * *') and "
+            "TriggerCron('0 9 * * MON'): a minute both match starts one run"
+        )
     schedule = CronSchedule(expression=expression, tz_name=tz_name)
     try:
         schedule.next_after(datetime.now(timezone.utc))

@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 from celery_steps.durations import parse_duration, parse_when, to_ms
 from celery_steps.engine.interrupts import Planned, Stop, Suspend
 from celery_steps.engine.parallel import run_parallel
+from celery_steps.engine.results import result_type
 from celery_steps.engine.scope import RunScope
 from celery_steps.engine.serialization import round_trip
 from celery_steps.errors import (
@@ -158,10 +159,16 @@ class StepTools:
 
     # -- step.run -----------------------------------------------------------------------
     def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` once; later replays return the stored result without calling it."""
+        """Run ``fn`` once; later replays return the stored result without calling it.
+
+        A result typed as a pydantic model or a dataclass (``fn``'s return annotation) is
+        rebuilt as that type from the stored JSON, on the first run and on replays alike.
+        """
         key, pos, state = self._claim(step_id, "run")
+        typed = result_type(fn)
         if state is not None and state["status"] in FINAL:
-            return self._replayed(key, state)  # type: ignore[no-any-return]
+            value = self._replayed(key, state)
+            return value if typed is None else typed.load(value, step=key)  # type: ignore[no-any-return]
         if self._scope.planning:
             raise Planned(key)
         if self._scope.branch is not None and self._scope.branch != key:
@@ -181,6 +188,8 @@ class StepTools:
         self._current, self._current_attempt = key, attempts
         try:
             value = fn(*args, **kwargs)
+            if typed is not None:
+                value = typed.dump(value, step=key)
             result, encoded = round_trip(value, what=f"the result of step {key!r}",
                                          max_depth=self._scope.settings.json_max_depth)
             limit = int(self._scope.settings.step_max_bytes)
@@ -201,7 +210,8 @@ class StepTools:
         crash_point("step.before_checkpoint", key)
         stored = self._remember(key, done)
         crash_point("step.after_checkpoint", key)
-        return self._replayed(key, stored)  # type: ignore[no-any-return]
+        value = self._replayed(key, stored)
+        return value if typed is None else typed.load(value, step=key)  # type: ignore[no-any-return]
 
     def _retry_or_fail(self, key: str, base: dict[str, Any], attempts: int,
                        exc: Exception) -> Any:

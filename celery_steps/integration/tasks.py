@@ -11,7 +11,13 @@ from celery.signals import task_prerun
 from celery_steps.engine.steps import TASK_ID_PREFIX
 from celery_steps.errors import error_dict
 from celery_steps.functions import Function
-from celery_steps.integration.beat import add_beat_entries, fire_cron
+from celery_steps.integration import control  # noqa: F401 (registers the steps_clock command)
+from celery_steps.integration.beat import (
+    add_beat_entries,
+    connect_beat_init,
+    drop_stale_entries,
+    fire_cron,
+)
 from celery_steps.integration.bootstep import (
     RUNTIME_ATTR,
     ChildHeartbeatStep,
@@ -19,6 +25,7 @@ from celery_steps.integration.bootstep import (
     add_worker_option,
 )
 from celery_steps.integration.resilience import BrokerResilienceStep
+from celery_steps.integration.routing import install_router
 from celery_steps.integration.transport import (
     BRANCH_TASK,
     CRON_TASK,
@@ -72,16 +79,32 @@ def install(app: Celery, runtime: Runtime) -> None:
             except Exception:  # only a resend safety net: never fail the user's task
                 log.warning("could not record the start of task %s", task_id, exc_info=True)
 
+    @app.on_after_configure.connect(weak=False)  # type: ignore[untyped-decorator]
+    def route_declared_queues(sender: Any, **kwargs: Any) -> None:
+        install_router(app, runtime.registry)
+
     @app.on_after_finalize.connect(weak=False)  # type: ignore[untyped-decorator]
-    def keep_beat_entries(sender: Any, **kwargs: Any) -> None:
-        """Re-add cron entries in case configuration replaced ``beat_schedule``."""
+    def keep_routes_and_beat_entries(sender: Any, **kwargs: Any) -> None:
+        """Re-add the router and the cron entries in case configuration replaced
+        ``task_routes`` or ``beat_schedule``."""
+        install_router(app, runtime.registry)
+        drop_stale_entries(app, runtime.registry)
         for fn in list(runtime.registry.by_id.values()):
             if fn.crons:
                 add_beat_entries(app, fn)
 
+    connect_beat_init()
+
+    if app.configured:  # reading the configuration earlier would load it too soon
+        install_router(app, runtime.registry)
+
 
 def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
-    """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost)."""
+    """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost).
+
+    Its ``queue=`` is applied by the :class:`~celery_steps.integration.routing.FunctionQueues`
+    router in ``task_routes``, not as a task attribute (deprecated, gone in Celery 6).
+    """
 
     def run_function(run_id: str) -> str:
         return runtime.execute(fn.id, run_id)
@@ -95,8 +118,6 @@ def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
         "base": Task,
         "shared": False,
     }
-    if fn.queue:
-        options["queue"] = fn.queue
     app.task(**options)(run_function)
     if fn.crons:
         add_beat_entries(app, fn)

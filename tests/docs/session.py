@@ -86,7 +86,12 @@ class Session:
         self.doc = doc
         self.port = port
         self.project = project
-        self.namespace: dict[str, Any] = {"__name__": "docs_session", "__builtins__": builtins}
+        # a real module, so that what inspects a class's module (dataclasses, pydantic,
+        # typing.get_type_hints) finds the namespace the blocks run in
+        module = types.ModuleType("docs_session")
+        sys.modules[module.__name__] = module
+        self.namespace: dict[str, Any] = module.__dict__
+        self.namespace["__builtins__"] = builtins
         self.apps: list[Celery] = []
         self.workers: dict[int, Any] = {}  # id(app) -> its running worker (None: no worker)
         self.served: list[Celery] = []  # the apps that had a worker: their runs are checked

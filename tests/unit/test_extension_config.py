@@ -84,7 +84,7 @@ def test_each_function_is_a_celery_task_named_after_its_id() -> None:
 
     task = app.tasks["celery_steps.fn.shop/import-images.v2"]
     assert task.acks_late is True and task.reject_on_worker_lost is True
-    assert task.queue == "images"
+    assert app.amqp.router.route({}, task.name)["queue"].name == "images"
     assert import_images.id == "shop/import-images.v2"
 
 
