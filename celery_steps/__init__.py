@@ -15,9 +15,12 @@ from celery_steps.errors import (
     NonDeterminismError,
     NonRetriableError,
     RetryAfterError,
+    RunLimitError,
     RunNotFound,
     SerializationError,
     StepError,
+    StoreEvictionError,
+    WorkerLostError,
 )
 from celery_steps.events import Event
 from celery_steps.extension import CelerySteps
@@ -59,14 +62,17 @@ __all__ = [
     "RateLimit",
     "RetryAfterError",
     "Run",
+    "RunLimitError",
     "RunNotFound",
     "SerializationError",
     "Singleton",
     "SkippedStart",
     "StepError",
     "StepRecord",
+    "StoreEvictionError",
     "Throttle",
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
+    "WorkerLostError",
 ]

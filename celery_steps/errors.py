@@ -17,6 +17,11 @@ class ConfigurationError(CeleryStepsError):
     """The extension, a function or an option is configured wrongly."""
 
 
+class StoreEvictionError(ConfigurationError):
+    """The Redis store evicts keys (its ``maxmemory-policy`` is not ``noeviction``): nothing is
+    written until it stops, so no run state can vanish half written."""
+
+
 class InvalidEventError(CeleryStepsError):
     """An event was rejected before anything was stored or started."""
 
@@ -77,6 +82,11 @@ class RetryAfterError(CeleryStepsError):
         else:
             seconds = float(value)
         return max(0.0, seconds)
+
+
+class RunLimitError(NonRetriableError):
+    """A run went past a limit on runs (steps per run, stored state per run); it fails for
+    good, even if the handler catches this."""
 
 
 class WorkerLostError(CeleryStepsError):

@@ -31,6 +31,8 @@ class Settings:
     timer_batch: int = 500
     wait_max_timeout: float = 366 * 24 * 3600.0
     step_max_bytes: int = 4 * 1024 * 1024
+    run_max_steps: int = 1000
+    run_max_state_bytes: int = 32 * 1024 * 1024
     json_max_depth: int = DEFAULT_MAX_DEPTH
 
     @classmethod
@@ -48,7 +50,8 @@ class Settings:
 
     def check(self) -> None:
         numeric = ("event_max_bytes", "retry_backoff_base", "retry_backoff_max", "run_retention",
-                   "lease_ttl", "start_watchdog", "route_sweep_after", "timer_batch")
+                   "lease_ttl", "start_watchdog", "route_sweep_after", "timer_batch",
+                   "step_max_bytes", "run_max_steps", "run_max_state_bytes")
         for name in numeric:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -55,8 +55,12 @@ class Executor:
         holder = self.heartbeat.new_holder()
         if branch is not None:
             return self._execute_branch(function, run_id, branch, holder)
-        status, run = store.acquire(run_id, holder, now=self._clock.now_ms(),
-                                    lease_ms=self._lease_ms)
+        status, run = store.acquire(run_id, holder, function_id=function.id,
+                                    now=self._clock.now_ms(), lease_ms=self._lease_ms)
+        if status == "foreign":
+            log.error("a message for function %r named run %s, which belongs to another "
+                      "function: refused, nothing changed", function.id, run_id)
+            return status
         if status == "ended" and run is not None:  # its end's notifications are pending
             self._services.notify_end(function, run, _outcome_of(run))
             return "ended"
@@ -81,7 +85,8 @@ class Executor:
                     return "missing"
                 run = fresh
         except BaseException:
-            store.release(run_id, holder)
+            self.heartbeat.drop(run_id)
+            self.heartbeat.release(run_id, holder)
             raise
         finally:
             self.heartbeat.drop(run_id)
@@ -89,7 +94,11 @@ class Executor:
     def _execute_branch(self, function: Function, run_id: str, branch: str, holder: str) -> str:
         """Run one ``parallel`` branch, held so that a re-sent copy cannot run beside it."""
         store = self._store_of()
-        status, run, crashes = store.acquire_branch(run_id, branch, holder)
+        status, run, crashes = store.acquire_branch(run_id, branch, holder,
+                                                    function_id=function.id)
+        if status == "foreign":
+            log.error("a branch message for function %r named run %s, which belongs to "
+                      "another function: refused, nothing changed", function.id, run_id)
         if status != "ok" or run is None:
             return status
         try:
@@ -114,7 +123,8 @@ class Executor:
                 branch: str | None = None) -> str:
         store = self._store_of()
         scope = RunScope(store, self._clock, self._settings, function, run, holder,
-                         self._services, branch=branch, crashes=run.crashes)
+                         self._services, branch=branch, crashes=run.crashes,
+                         state_bytes=run.state_bytes)
         tools = StepTools(scope)
         events = [Event.model_validate(e) for e in run.events] or [Event(name="unknown")]
         ctx = Context(events[0], events, tools, run.id, function.id,

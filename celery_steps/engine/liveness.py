@@ -48,6 +48,7 @@ class Heartbeat:
     def __init__(self, store_of: Callable[[], StateStore], clock: Clock, lease_ms: int) -> None:
         self._store_of, self._clock, self._lease_ms = store_of, clock, lease_ms
         self._held: dict[str, str] = {}
+        self._orphans: dict[str, str] = {}  # runs let go of, whose release failed
         self._lock = threading.Lock()
         self._pid = 0
         self._proc = ""
@@ -84,6 +85,18 @@ class Heartbeat:
         with self._lock:
             self._held.pop(run_id, None)
 
+    def release(self, run_id: str, holder: str) -> None:
+        """Let go of a run this process stopped executing. If the store refuses (down, or
+        evicting), the heartbeat retries until it succeeds: a live process must not keep a
+        run it no longer executes."""
+        try:
+            self._store_of().release(run_id, holder)
+        except Exception:
+            log.warning("could not let go of run %s; retrying with the heartbeat", run_id,
+                        exc_info=True)
+            with self._lock:
+                self._orphans[run_id] = holder
+
     def _beat(self) -> None:
         self._store_of().beat(self._proc, ttl_ms=self._lease_ms)
         self._beaten_at = time.monotonic()
@@ -93,10 +106,15 @@ class Heartbeat:
         while not self._stop.wait(self.interval) and os.getpid() == pid:
             with self._lock:
                 held = list(self._held.items())
+                orphans = list(self._orphans.items())
             try:
                 self._beat()
                 store, now = self._store_of(), self._clock.now_ms()
                 for run_id, holder in held:
                     store.renew(run_id, holder, now=now, lease_ms=self._lease_ms)
+                for run_id, holder in orphans:
+                    store.release(run_id, holder)
+                    with self._lock:
+                        self._orphans.pop(run_id, None)
             except Exception:  # the next beat tries again; a lapse only risks a takeover
                 log.warning("celery-steps heartbeat failed", exc_info=True)

@@ -48,6 +48,8 @@ class RunScope:
     # Deaths of the process that ran this run (or branch) since its last progress, not yet
     # charged to a step's attempts.
     crashes: int = 0
+    # What the run's state takes in the store so far (checked against steps_run_max_state_bytes)
+    state_bytes: int = 0
 
     def retry_delay_ms(self, attempts: int, exc: BaseException) -> int:
         if isinstance(exc, RetryAfterError):

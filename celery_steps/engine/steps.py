@@ -19,6 +19,7 @@ from celery_steps.errors import (
     ConfigurationError,
     NonDeterminismError,
     NonRetriableError,
+    RunLimitError,
     SerializationError,
     StepError,
     WorkerLostError,
@@ -105,6 +106,12 @@ class StepTools:
                 f"step {key!r} of run {self._scope.run.id!r} was recorded at another position: "
                 "the handler's step order changed while the run was in flight"
             )
+        most = int(self._scope.settings.run_max_steps)
+        if len(self._order) >= most:
+            raise self._fatal(
+                f"run {self._scope.run.id!r} reached the limit of {most} steps (setting "
+                f"steps_run_max_steps) at step {key!r}: split the work over several runs "
+                "(e.g. ctx.step.invoke or send_event per batch)", RunLimitError)
         self._order.append(key)
         return key, pos, None
 
@@ -122,9 +129,11 @@ class StepTools:
         """Store a non-final state under the lease (``parallel`` records its branches)."""
         self._remember(key, state)
 
-    def _fatal(self, message: str) -> NonDeterminismError:
-        """A NonDeterminismError the run fails with even if user code catches it."""
-        exc = NonDeterminismError(message)
+    def _fatal(self, message: str, kind: type[CeleryStepsError] = NonDeterminismError) -> (
+        CeleryStepsError
+    ):
+        """An error the run fails with even if user code catches it."""
+        exc = kind(message)
         self._scope.fatal = exc
         return exc
 
@@ -156,6 +165,18 @@ class StepTools:
 
     def _now(self) -> int:
         return self._scope.clock.now_ms()
+
+    def _count_state(self, key: str, size: int) -> None:
+        """Add a new result to the run's stored state; past the limit the run fails."""
+        most = int(self._scope.settings.run_max_state_bytes)
+        total = self._scope.state_bytes + size
+        if total > most:
+            raise self._fatal(
+                f"run {self._scope.run.id!r} would store {total} bytes of state with the "
+                f"result of step {key!r}, over the limit of {most} (setting "
+                "steps_run_max_state_bytes): keep large data elsewhere and return references",
+                RunLimitError)
+        self._scope.state_bytes = total
 
     # -- step.run -----------------------------------------------------------------------
     def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -199,6 +220,7 @@ class StepTools:
                     f"{limit} (setting steps_step_max_bytes): store large data elsewhere "
                     "and return a reference"
                 )
+            self._count_state(key, len(encoded))
         except SerializationError as exc:
             return self._fail(key, {**base, "attempts": attempts + 1}, exc)  # type: ignore[no-any-return]
         except Exception as exc:

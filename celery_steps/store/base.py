@@ -39,7 +39,7 @@ class GateTaken(Exception):
     """Another run already collects events for this debounce/batch gate."""
 
 
-AcquireStatus = Literal["ok", "busy", "missing", "ended", "limited"]
+AcquireStatus = Literal["ok", "busy", "missing", "ended", "limited", "foreign"]
 # A run refused by its concurrency limit tries again this much later.
 CONCURRENCY_RETRY_MS = 1000
 # A run resumed from outside (event, child, branch, task) is enqueued at once; its timer is
@@ -80,6 +80,8 @@ class RunRecord:
     crashes: int = 0
     # The end's notifications are not confirmed yet (the outbox).
     notify: bool = False
+    # What the run's events and step states take in the store (JSON bytes).
+    state_bytes: int = 0
 
     @property
     def ended(self) -> bool:
@@ -195,9 +197,12 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def acquire(
-        self, run_id: str, holder: str, *, now: int, lease_ms: int
+        self, run_id: str, holder: str, *, function_id: str, now: int, lease_ms: int
     ) -> tuple[AcquireStatus, RunRecord | None]:
         """Make ``holder`` the run's holder, mark it running, return its state.
+
+        ``foreign`` (and nothing changed) when the run belongs to another function than
+        ``function_id``: a message for one function never executes another's run.
 
         ``busy`` while a live holder has it (the wake flag is set, and the run's timer is
         pushed to no earlier than that holder's process key expiry). A holder whose process
@@ -262,8 +267,8 @@ class StateStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def acquire_branch(self, run_id: str, step_key: str,
-                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+    def acquire_branch(self, run_id: str, step_key: str, holder: str, *,
+                       function_id: str) -> tuple[AcquireStatus, RunRecord | None, int]:
         """Hold one ``parallel`` branch of a run: (status, run, crashes of this branch).
         ``busy`` while a live holder runs it; a dead holder is replaced (crashes + 1)."""
 

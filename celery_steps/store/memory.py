@@ -158,7 +158,7 @@ class MemoryStore(StateStore):
     def load_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             entry = self._entry(run_id)
-            return copy.deepcopy(entry.record) if entry else None
+            return _measured(copy.deepcopy(entry.record)) if entry else None
 
     def list_runs(
         self, *, function_id: str | None, status: str | None, limit: int,
@@ -177,13 +177,15 @@ class MemoryStore(StateStore):
             return [copy.deepcopy(r) for r in records[:limit]]
 
     def acquire(
-        self, run_id: str, holder: str, *, now: int, lease_ms: int
+        self, run_id: str, holder: str, *, function_id: str, now: int, lease_ms: int
     ) -> tuple[AcquireStatus, RunRecord | None]:
         with self._lock:
             entry = self._entry(run_id)
             if entry is None:
                 return "missing", None
             record = entry.record
+            if record.function_id != function_id:
+                return "foreign", None
             if record.status in ENDED:
                 return "ended", (copy.deepcopy(record) if record.notify else None)
             if entry.holder == holder:
@@ -212,7 +214,7 @@ class MemoryStore(StateStore):
             entry.holder, entry.wake = holder, False
             record.status = "running"
             self._schedule(self._run_member(entry), now + lease_ms)
-            return "ok", copy.deepcopy(record)
+            return "ok", _measured(copy.deepcopy(record))
 
     def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
         with self._lock:
@@ -332,12 +334,14 @@ class MemoryStore(StateStore):
                 self._schedule(self._run_member(entry), wake_at)
             return True
 
-    def acquire_branch(self, run_id: str, step_key: str,
-                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+    def acquire_branch(self, run_id: str, step_key: str, holder: str, *,
+                       function_id: str) -> tuple[AcquireStatus, RunRecord | None, int]:
         with self._lock:
             entry = self._entry(run_id)
             if entry is None:
                 return "missing", None, 0
+            if entry.record.function_id != function_id:
+                return "foreign", None, 0
             if entry.record.status in ENDED:
                 return "ended", None, 0
             current, crashes = entry.branches.get(step_key, (holder, 0))
@@ -544,3 +548,11 @@ class MemoryStore(StateStore):
     @staticmethod
     def _run_member(entry: _Run) -> str:
         return f"r|{entry.record.function_id}|{entry.record.id}"
+
+
+def _measured(record: RunRecord) -> RunRecord:
+    """The record with ``state_bytes`` counted as the Redis store counts it."""
+    compact = (",", ":")
+    record.state_bytes = len(json.dumps(record.events, separators=compact)) + sum(
+        len(json.dumps(state, separators=compact)) for state in record.steps.values())
+    return record

@@ -60,6 +60,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import threading
+import time
 import uuid
 from dataclasses import asdict
 from importlib import resources
@@ -72,7 +75,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from celery_steps.errors import ConfigurationError
+from celery_steps.errors import StoreEvictionError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
     CONCURRENCY_RETRY_MS,
@@ -130,6 +133,59 @@ def _waiter(raw: bytes | str) -> Waiter:
     return Waiter(**{**json.loads(body), "registered_at": int(stamp)})
 
 
+class EvictionGuard:
+    """Refuses writes while the server evicts keys (``maxmemory-policy``), re-checked at
+    most every ``recheck_s``: an operator switching eviction on at run time is noticed by
+    every process within that, logged loudly, and nothing half written can vanish."""
+
+    recheck_s = 30.0
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self.problem: str | None = None
+        self._checked_at = -math.inf
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise :class:`StoreEvictionError` while the server evicts keys."""
+        if time.monotonic() - self._checked_at >= self.recheck_s:
+            with self._lock:
+                if time.monotonic() - self._checked_at >= self.recheck_s:
+                    self._read_policy()
+                    self._checked_at = time.monotonic()
+        if self.problem is not None:
+            raise StoreEvictionError(self.problem)
+
+    def _read_policy(self) -> None:
+        try:
+            policy = _s(self.r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+        except ResponseError:  # CONFIG disabled (managed Redis): say so, trust the operator
+            log.warning("cannot read maxmemory-policy; make sure it is 'noeviction'")
+            return
+        evicting = bool(policy) and policy not in SAFE_POLICIES
+        if evicting and self.problem is None:
+            log.critical("the Redis behind steps_store_url now evicts keys (maxmemory-policy "
+                         "%r): celery-steps writes nothing until it is 'noeviction' again",
+                         policy)
+        elif not evicting and self.problem is not None:
+            log.warning("maxmemory-policy is %r again: celery-steps writes again", policy)
+        self.problem = None if not evicting else (
+            f"the Redis behind steps_store_url has maxmemory-policy {policy!r}, which evicts "
+            "keys: durable run state could vanish, so celery-steps refuses to write. Set "
+            "maxmemory-policy to 'noeviction' (or point steps_store_url at a Redis that has it)")
+
+
+class _GuardedScript:
+    """A Lua script that runs only while the server does not evict keys."""
+
+    def __init__(self, script: Any, guard: EvictionGuard) -> None:
+        self.inner, self._guard = script, guard
+
+    def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        self._guard.check()
+        return self.inner(keys=keys, args=args)
+
+
 class RedisStore(StateStore):
     """:class:`StateStore` on Redis. One instance per process (re-created after fork)."""
 
@@ -137,12 +193,15 @@ class RedisStore(StateStore):
                  check_policy: bool = True) -> None:
         self.r = client
         self.ns = namespace
-        self._scripts = {name: client.register_script(src)
+        self.guard = EvictionGuard(client)
+        if not check_policy:
+            self.guard.recheck_s = math.inf
+        self._scripts = {name: _GuardedScript(client.register_script(src), self.guard)
                          for name, src in _load_scripts().items()}
         self.timers_key = f"{namespace}:timers"
         self.signal_key = f"{namespace}:timers:signal"
         if check_policy:
-            self._check_eviction_policy()
+            self.guard.check()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "celery_steps") -> RedisStore:
@@ -154,19 +213,6 @@ class RedisStore(StateStore):
             health_check_interval=30,
         )
         return cls(client, namespace=namespace)
-
-    def _check_eviction_policy(self) -> None:
-        try:
-            policy = _s(self.r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
-        except ResponseError:  # CONFIG disabled (managed Redis): say so, trust the operator
-            log.warning("cannot read maxmemory-policy; make sure it is 'noeviction'")
-            return
-        if policy and policy not in SAFE_POLICIES:
-            raise ConfigurationError(
-                f"the Redis behind steps_store_url has maxmemory-policy {policy!r}, which evicts "
-                "keys: durable run state could vanish. Set maxmemory-policy to 'noeviction' "
-                "(or point steps_store_url at a Redis that has it)"
-            )
 
     # -- keys -----------------------------------------------------------------------------
     def run_key(self, run_id: str) -> str:
@@ -277,6 +323,7 @@ class RedisStore(StateStore):
             notify=m.get("notify") == "1",
             events=event_list,
             steps={_s(k): json.loads(v) for k, v in steps.items()},
+            state_bytes=len(events or b"") + sum(len(v) for v in steps.values()),
         )
 
     def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
@@ -314,11 +361,11 @@ class RedisStore(StateStore):
                 return found
             depth *= 4
 
-    def acquire(self, run_id: str, holder: str, *, now: int,
+    def acquire(self, run_id: str, holder: str, *, function_id: str, now: int,
                 lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
         meta_key, steps_key, events_key, _ = self._run_keys(run_id)
         keys = [meta_key, steps_key, self.timers_key, self.signal_key, events_key]
-        args: list[Any] = [holder, now, lease_ms, run_id, CONCURRENCY_RETRY_MS, ""]
+        args: list[Any] = [holder, now, lease_ms, run_id, CONCURRENCY_RETRY_MS, "", function_id]
         reply = self._scripts["acquire"](keys=keys, args=args)
         status = _s(reply[0])
         if status == "busy":
@@ -394,16 +441,18 @@ class RedisStore(StateStore):
                   now + NOTIFY_SAFETY_MS])
         return None if reply is None else _s(reply)
 
-    def acquire_branch(self, run_id: str, step_key: str,
-                       holder: str) -> tuple[AcquireStatus, RunRecord | None, int]:
+    def acquire_branch(self, run_id: str, step_key: str, holder: str, *,
+                       function_id: str) -> tuple[AcquireStatus, RunRecord | None, int]:
         meta_key, steps_key, events_key, _ = self._run_keys(run_id)
         keys = [meta_key, steps_key, events_key]
-        reply = self._scripts["acquire_branch"](keys=keys, args=[step_key, holder, ""])
+        reply = self._scripts["acquire_branch"](keys=keys,
+                                                args=[step_key, holder, "", function_id])
         if _s(reply[0]) == "busy":
             current = _s(reply[1])
             if self.r.exists(self._proc_key(proc_of(current))):
                 return "busy", None, 0
-            reply = self._scripts["acquire_branch"](keys=keys, args=[step_key, holder, current])
+            reply = self._scripts["acquire_branch"](
+                keys=keys, args=[step_key, holder, current, function_id])
         status = _s(reply[0])
         if status != "ok":
             return status, None, 0  # type: ignore[return-value]

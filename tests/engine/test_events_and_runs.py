@@ -230,3 +230,30 @@ def test_list_runs_pages_with_before_the_last_run_of_the_previous_page(
     assert [r.id for r in first + second + third] == everything and len(everything) == 5
     with pytest.raises(RunNotFound):
         steps.list_runs(before="run_gone")
+
+
+def test_a_message_for_one_function_carrying_anothers_run_executes_nothing(
+    steps: CelerySteps,
+) -> None:
+    calls: list[str] = []
+
+    @steps.function(id="fn-a", trigger="t/a")
+    def fn_a(ctx: Context) -> str:
+        calls.append("a")
+        return "a's output"
+
+    @steps.function(id="fn-b", trigger="t/b")
+    def fn_b(ctx: Context) -> str:
+        ctx.step.sleep("nap", "1h")
+        return "b's output"
+
+    # given a sleeping run of function B
+    [run] = steps.runs_for_event(steps.send("t/b")[0])
+    before = steps.get_run(run.id)
+
+    # when a forged message to function A's task carries B's run id
+    outcome = steps.app.tasks["celery_steps.fn.fn-a"].apply(args=[run.id]).get()
+
+    # then A's handler did not run and B's run is unchanged
+    assert outcome == "foreign" and calls == []
+    assert steps.get_run(run.id) == before

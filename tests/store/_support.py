@@ -35,6 +35,21 @@ def create(store: StateStore, run_id: str | None = None, *, function_id: str = F
     return run_id
 
 
+def acquire(store: StateStore, run_id: str, holder: str, *, now: int = NOW,
+            lease_ms: int = LEASE_MS) -> Any:
+    """``store.acquire`` on behalf of the run's own function (as its task would)."""
+    record = store.load_run(run_id)
+    function_id = record.function_id if record is not None else FUNCTION
+    return store.acquire(run_id, holder, function_id=function_id, now=now, lease_ms=lease_ms)
+
+
+def acquire_branch(store: StateStore, run_id: str, step_key: str, holder: str) -> Any:
+    """``store.acquire_branch`` on behalf of the run's own function."""
+    record = store.load_run(run_id)
+    function_id = record.function_id if record is not None else FUNCTION
+    return store.acquire_branch(run_id, step_key, holder, function_id=function_id)
+
+
 def holder(store: StateStore, name: str = "tok-1", *, alive: bool = True) -> str:
     """A holder ``token@proc`` whose process is alive (its key beaten for an hour)."""
     proc = f"proc-{name}-{uuid.uuid4().hex[:6]}"
@@ -48,7 +63,7 @@ def leased(store: StateStore, *, token: str | None = None, now: int = NOW,
     """A run created and held by a live holder: (run id, holder)."""
     run_id = create(store, **kwargs)
     token = token or holder(store)
-    status, record = store.acquire(run_id, token, now=now, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, token, now=now)
     assert status == "ok" and record is not None
     return run_id, token
 

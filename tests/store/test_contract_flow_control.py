@@ -14,7 +14,7 @@ from celery_steps.store.base import (
     Outcome,
     Suspension,
 )
-from tests.store._support import LEASE_MS, NOW, RETENTION_MS, create, run_member
+from tests.store._support import LEASE_MS, NOW, RETENTION_MS, acquire, create, run_member
 
 
 def a_gate(kind: str) -> str:
@@ -25,7 +25,7 @@ def test_a_concurrency_gate_lets_limit_runs_hold_a_lease_at_once(store) -> None:
     gate = a_gate("conc")
     runs = [create(store, concurrency=(gate, 2)) for _ in range(3)]
 
-    results = [store.acquire(r, f"tok-{i}", now=NOW, lease_ms=LEASE_MS)[0]
+    results = [acquire(store, r, f"tok-{i}", now=NOW, lease_ms=LEASE_MS)[0]
                for i, r in enumerate(runs)]
 
     assert results == ["ok", "ok", "limited"]
@@ -38,23 +38,23 @@ def test_suspending_finishing_or_cancelling_frees_a_place(store) -> None:
     gate = a_gate("conc")
     a, b, c, d = (create(store, concurrency=(gate, 1)) for _ in range(4))
 
-    assert store.acquire(a, "ta", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
-    assert store.acquire(b, "tb", now=NOW, lease_ms=LEASE_MS)[0] == "limited"
+    assert acquire(store, a, "ta", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, b, "tb", now=NOW, lease_ms=LEASE_MS)[0] == "limited"
     store.suspend(a, "ta", Suspension("sleeping", NOW + 60_000))
-    assert store.acquire(b, "tb", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, b, "tb", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
     store.finish(b, "tb", Outcome("completed", NOW, "1"), retention_ms=RETENTION_MS)
-    assert store.acquire(c, "tc", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, c, "tc", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
     store.cancel(c, now=NOW, reason="stop", retention_ms=RETENTION_MS)
-    assert store.acquire(d, "td", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, d, "td", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
 
 
 def test_a_place_held_by_an_expired_lease_is_given_to_the_next_run(store) -> None:
     gate = a_gate("conc")
     stale, fresh = create(store, concurrency=(gate, 1)), create(store, concurrency=(gate, 1))
-    assert store.acquire(stale, "old", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, stale, "old", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
 
     later = NOW + LEASE_MS + 1
-    assert store.acquire(fresh, "new", now=later, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, fresh, "new", now=later, lease_ms=LEASE_MS)[0] == "ok"
 
 
 def test_rate_admission_refuses_beyond_the_limit_within_the_period(store) -> None:
@@ -167,7 +167,7 @@ def test_acquiring_the_collecting_run_closes_its_gate(store) -> None:
     gate = a_gate("pend")
     run_id = collecting(store, gate, event(0))
 
-    assert store.acquire(run_id, "tok", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, run_id, "tok", now=NOW, lease_ms=LEASE_MS)[0] == "ok"
 
     assert store.join_pending(gate, event(1), mode="batch", now=NOW, max_size=3,
                               period_ms=1, timeout_ms=1) is None

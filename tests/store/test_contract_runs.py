@@ -17,6 +17,8 @@ from tests.store._support import (
     LEASE_MS,
     NOW,
     RETENTION_MS,
+    acquire,
+    acquire_branch,
     assert_due_exactly_at,
     assert_not_scheduled,
     create,
@@ -150,7 +152,7 @@ def test_list_runs_filters_by_function_and_status_together(store) -> None:
 # -- acquire / renew ----------------------------------------------------------------------
 def test_acquire_marks_the_run_running_and_returns_its_state(store) -> None:
     run_id = create(store)
-    status, record = store.acquire(run_id, "tok-1", now=NOW, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-1", now=NOW, lease_ms=LEASE_MS)
     assert status == "ok"
     assert (record.id, record.status) == (run_id, "running")
     assert store.load_run(run_id).status == "running"
@@ -162,7 +164,7 @@ def test_acquire_returns_the_checkpointed_steps(store) -> None:
     store.save_step(run_id, token, "fetch", DONE)
     store.suspend(run_id, token, Suspension("queued", NOW))
     # when another worker acquires it, then it sees the step
-    status, record = store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
     assert status == "ok"
     assert record.steps == {"fetch": DONE}
 
@@ -174,7 +176,7 @@ def test_acquire_arms_a_watchdog_one_lease_ahead(store) -> None:
 
 def test_acquire_of_a_run_held_by_a_live_process_is_busy(store) -> None:
     run_id, _ = leased(store)
-    assert store.acquire(run_id, "tok-2@elsewhere", now=NOW + 1, lease_ms=LEASE_MS) == (
+    assert acquire(store, run_id, "tok-2@elsewhere", now=NOW + 1, lease_ms=LEASE_MS) == (
         "busy", None)
 
 
@@ -184,7 +186,7 @@ def test_a_busy_acquire_looks_again_no_earlier_than_the_holders_heartbeat_may_la
     # given a run held by a process whose key lives for one more hour, its watchdog earlier
     run_id, _ = leased(store, now=NOW)
     # when another delivery finds it busy
-    assert store.acquire(run_id, "tok-2@elsewhere", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert acquire(store, run_id, "tok-2@elsewhere", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
     # then the run's timer is not due before then (no busy loop), but it is still armed
     due = {member: score for member, score in store.claim_due(now=FAR_FUTURE, limit=10_000,
                                                               redo_ms=0)}
@@ -197,7 +199,7 @@ def test_acquire_takes_over_a_run_whose_holder_process_died_and_counts_a_crash(s
     store.save_step(run_id, dead, "fetch", DONE)
     store.reap(dead.partition("@")[2])
     # when another worker acquires it
-    status, record = store.acquire(run_id, "tok-2@alive", now=NOW + 1, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-2@alive", now=NOW + 1, lease_ms=LEASE_MS)
     # then it takes over, sees one crash and the checkpointed step
     assert status == "ok" and record.crashes == 1 and record.steps == {"fetch": DONE}
     # and the dead holder's late writes are refused
@@ -208,7 +210,7 @@ def test_a_checkpoint_resets_the_crash_count(store) -> None:
     run_id, dead = leased(store)
     store.reap(dead.partition("@")[2])
     second = holder(store, "tok-2")
-    assert store.acquire(run_id, second, now=NOW + 1, lease_ms=LEASE_MS)[1].crashes == 1
+    assert acquire(store, run_id, second, now=NOW + 1, lease_ms=LEASE_MS)[1].crashes == 1
     store.save_step(run_id, second, "fetch", DONE)
     assert store.load_run(run_id).crashes == 0
 
@@ -223,7 +225,7 @@ def test_a_holder_whose_process_key_lapsed_unreplaced_still_checkpoints(store) -
 
 
 def test_acquire_of_an_unknown_run_is_missing(store) -> None:
-    assert store.acquire(new_id(), "tok-1", now=NOW, lease_ms=LEASE_MS) == ("missing", None)
+    assert acquire(store, new_id(), "tok-1", now=NOW, lease_ms=LEASE_MS) == ("missing", None)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
@@ -231,14 +233,14 @@ def test_acquire_of_a_finished_run_is_ended(store, status) -> None:
     # given a finished run whose notifications were confirmed
     run_id = finished(store, status)
     store.notified(run_id)
-    assert store.acquire(run_id, "tok-2", now=NOW + 100, lease_ms=LEASE_MS) == ("ended", None)
+    assert acquire(store, run_id, "tok-2", now=NOW + 100, lease_ms=LEASE_MS) == ("ended", None)
 
 
 def test_acquire_of_a_cancelled_run_is_ended(store) -> None:
     run_id = create(store)
     store.cancel(run_id, now=NOW, reason="stop", retention_ms=RETENTION_MS)
     store.notified(run_id)
-    assert store.acquire(run_id, "tok-1", now=NOW + 1, lease_ms=LEASE_MS) == ("ended", None)
+    assert acquire(store, run_id, "tok-1", now=NOW + 1, lease_ms=LEASE_MS) == ("ended", None)
 
 
 @pytest.mark.parametrize("end", ["finish", "cancel"])
@@ -255,7 +257,7 @@ def test_an_ended_run_keeps_its_outbox_until_its_notifications_are_confirmed(
         ended_at = NOW
     # then its timer is armed to redo the notifications, and acquire hands back the run
     assert_due_exactly_at(store, run_member(run_id), ended_at + NOTIFY_SAFETY_MS)
-    status, record = store.acquire(run_id, "tok-2", now=NOW + 100, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-2", now=NOW + 100, lease_ms=LEASE_MS)
     assert status == "ended" and record is not None and record.notify is True
     # when the notifications are confirmed, then the outbox and its timer are gone
     store.notified(run_id)
@@ -267,7 +269,7 @@ def test_busy_acquire_sets_the_wake_flag_so_the_holder_replays(store) -> None:
     # given a worker holding the run
     run_id, token = leased(store)
     # when another delivery of the run finds it busy
-    assert store.acquire(run_id, "tok-2@other", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert acquire(store, run_id, "tok-2@other", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
     # then the holder's suspend returns True: it keeps the lease and replays
     assert store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000)) is True
     assert store.load_run(run_id).status == "running"
@@ -292,7 +294,7 @@ def test_renew_after_cancel_fails_and_does_not_take_back_the_concurrency_place(s
     assert store.renew(run_id, token, now=NOW + 2, lease_ms=LEASE_MS) is False
     # then another run of the gate can start
     other = create(store, concurrency=(gate, 1))
-    assert store.acquire(other, holder(store, "tok-2"), now=NOW + 3, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, other, holder(store, "tok-2"), now=NOW + 3, lease_ms=LEASE_MS)[0] == "ok"
 
 
 def test_renew_with_a_wrong_token_fails(store) -> None:
@@ -344,7 +346,7 @@ def test_save_step_after_the_lease_moved_on_is_lost(store) -> None:
     # given worker 1 released and worker 2 holds the lease
     run_id, old = leased(store)
     store.release(run_id, old)
-    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
     # then worker 1's checkpoint is refused
     assert store.save_step(run_id, old, "fetch", DONE) == ("lost", None)
     assert "fetch" not in store.load_run(run_id).steps
@@ -377,7 +379,7 @@ def test_suspend_with_a_timer_records_the_state_and_arms_the_timer(store) -> Non
 def test_suspend_releases_the_lease(store) -> None:
     run_id, token = leased(store)
     store.suspend(run_id, token, Suspension("sleeping", NOW + 60_000))
-    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
     assert store.save_step(run_id, token, "fetch", DONE) == ("lost", None)
 
 
@@ -471,7 +473,7 @@ def test_finish_lets_go_of_the_run_and_its_timer_only_redoes_the_notifications(s
 def test_finish_drops_the_runs_waiters(store) -> None:
     # given a run that registered a waiter and was woken
     run_id, w = suspended_waiting(store)
-    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
     # when it finishes, then its waiter is gone
     store.finish(run_id, "tok-2", Outcome("completed", NOW + 2), retention_ms=RETENTION_MS)
     assert unstamped(store.find_waiters(w.event_name, {})) == []
@@ -481,7 +483,7 @@ def test_finish_with_a_stale_token_is_refused(store) -> None:
     # given worker 1 lost the lease to worker 2
     run_id, old = leased(store)
     store.release(run_id, old)
-    store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
+    acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)
     # when worker 1 finishes, then it is refused and the run keeps running
     assert store.finish(run_id, old, Outcome("completed", NOW + 2, '"stale"'),
                         retention_ms=RETENTION_MS) is False
@@ -506,13 +508,13 @@ def test_finish_after_cancel_is_refused(store) -> None:
 def test_release_lets_another_worker_acquire(store) -> None:
     run_id, token = leased(store)
     store.release(run_id, token)
-    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
 
 
 def test_release_with_a_wrong_token_keeps_the_lease(store) -> None:
     run_id, token = leased(store)
     store.release(run_id, "intruder")
-    assert store.acquire(run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert acquire(store, run_id, "tok-2", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
     assert store.renew(run_id, token, now=NOW + 2, lease_ms=LEASE_MS) is True
 
 
@@ -580,12 +582,12 @@ def test_release_after_a_takeover_leaves_the_new_holder_in_place(store) -> None:
     run_id, old = leased(store)
     store.reap(old.partition("@")[2])
     new = holder(store, "tok-2")
-    assert store.acquire(run_id, new, now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
+    assert acquire(store, run_id, new, now=NOW + 1, lease_ms=LEASE_MS)[0] == "ok"
     # when the old holder, waking up, lets go of the run
     store.release(run_id, old)
     # then the new holder still holds it
     assert store.save_step(run_id, new, "fetch", DONE) == ("ok", None)
-    assert store.acquire(run_id, holder(store, "tok-3"), now=NOW + 2,
+    assert acquire(store, run_id, holder(store, "tok-3"), now=NOW + 2,
                          lease_ms=LEASE_MS)[0] == "busy"
 
 
@@ -594,23 +596,23 @@ def test_a_branch_is_held_by_one_live_execution_at_a_time(store) -> None:
     # given a run whose branch "b" one execution holds
     run_id, _ = leased(store)
     first = holder(store, "branch-1")
-    status, record, crashes = store.acquire_branch(run_id, "b", first)
+    status, record, crashes = acquire_branch(store, run_id, "b", first)
     assert (status, crashes) == ("ok", 0) and record is not None
     # when a re-sent copy of the branch task tries, then it is busy
-    assert store.acquire_branch(run_id, "b", holder(store, "branch-2"))[0] == "busy"
+    assert acquire_branch(store, run_id, "b", holder(store, "branch-2"))[0] == "busy"
     # and another branch of the same run is independent
-    assert store.acquire_branch(run_id, "c", holder(store, "branch-3"))[0] == "ok"
+    assert acquire_branch(store, run_id, "c", holder(store, "branch-3"))[0] == "ok"
     # once the first lets go, a copy may run it
     store.release_branch(run_id, "b", first)
-    assert store.acquire_branch(run_id, "b", holder(store, "branch-4"))[0] == "ok"
+    assert acquire_branch(store, run_id, "b", holder(store, "branch-4"))[0] == "ok"
 
 
 def test_a_branch_whose_process_died_is_taken_over_and_the_crash_counted(store) -> None:
     run_id, _ = leased(store)
     dead = holder(store, "branch-1")
-    store.acquire_branch(run_id, "b", dead)
+    acquire_branch(store, run_id, "b", dead)
     store.reap(dead.partition("@")[2])
-    status, _, crashes = store.acquire_branch(run_id, "b", holder(store, "branch-2"))
+    status, _, crashes = acquire_branch(store, run_id, "b", holder(store, "branch-2"))
     assert (status, crashes) == ("ok", 1)
 
 
@@ -623,3 +625,17 @@ def test_a_waiter_registers_after_an_event_received_before_it(store) -> None:
     # then, on the store's one clock, the wait began no earlier than the event arrived
     [found] = store.find_waiters(w.event_name, {})
     assert found.registered_at >= received_at
+
+
+def test_acquire_for_another_function_is_refused_and_changes_nothing(store) -> None:
+    # given a queued run of one function
+    run_id = create(store, function_id="shop/refund")
+    before = store.load_run(run_id)
+    # when a message for another function names it
+    status, record = store.acquire(run_id, holder(store), function_id="shop/checkout",
+                                   now=NOW, lease_ms=LEASE_MS)
+    # then it is refused and the run is as it was
+    assert (status, record) == ("foreign", None)
+    assert store.load_run(run_id) == before
+    assert store.acquire_branch(run_id, "b", holder(store), function_id="shop/checkout")[0] == (
+        "foreign")

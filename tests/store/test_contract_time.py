@@ -11,6 +11,7 @@ from tests.store._support import (
     LEASE_MS,
     NOW,
     RETENTION_MS,
+    acquire,
     envelope_event,
     holder,
     leased,
@@ -75,11 +76,11 @@ def test_a_process_that_stops_beating_is_dead_after_its_ttl(store, aging_clock):
     create(store, run_id)
     proc = f"proc-{new_id()}"
     store.beat(proc, ttl_ms=30_000)
-    store.acquire(run_id, f"tok@{proc}", now=NOW, lease_ms=LEASE_MS)
+    acquire(store, run_id, f"tok@{proc}", now=NOW, lease_ms=LEASE_MS)
     # while it beats, another worker finds the run busy
     aging_clock.advance(29)
-    assert store.acquire(run_id, holder(store, "b"), now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert acquire(store, run_id, holder(store, "b"), now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
     # when it has not beaten for longer than the TTL, the run is taken over
     aging_clock.advance(2)
-    status, record = store.acquire(run_id, holder(store, "c"), now=NOW + 2, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, holder(store, "c"), now=NOW + 2, lease_ms=LEASE_MS)
     assert status == "ok" and record is not None and record.crashes == 1

@@ -8,6 +8,7 @@ from tests.store._support import (
     LEASE_MS,
     NOW,
     RETENTION_MS,
+    acquire,
     assert_due_exactly_at,
     claimed,
     create,
@@ -217,7 +218,7 @@ def test_resolve_step_on_an_unknown_run_is_false(store) -> None:
 def test_resolve_step_on_a_queued_run_stores_the_state(store) -> None:
     run_id = create(store)
     assert store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 1) is True
-    status, record = store.acquire(run_id, "tok-1", now=NOW + 2, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-1", now=NOW + 2, lease_ms=LEASE_MS)
     assert (status, record.steps["wait"]) == ("ok", RESOLVED)
 
 
@@ -226,7 +227,7 @@ def test_a_resolved_run_reacquires_and_finishes(store) -> None:
     run_id, _ = suspended_waiting(store)
     store.resolve_step(run_id, "wait", RESOLVED, wake_at=NOW + 10)
     # when the woken run is acquired it sees the result and can finish
-    status, record = store.acquire(run_id, "tok-2", now=NOW + 11, lease_ms=LEASE_MS)
+    status, record = acquire(store, run_id, "tok-2", now=NOW + 11, lease_ms=LEASE_MS)
     assert status == "ok" and record.steps["wait"]["status"] == "completed"
     assert store.finish(run_id, "tok-2", Outcome("completed", NOW + 12, "7"),
                         retention_ms=RETENTION_MS) is True

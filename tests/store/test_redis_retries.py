@@ -21,6 +21,7 @@ from tests.store._support import (
     LEASE_MS,
     NOW,
     RETENTION_MS,
+    acquire,
     assert_due_exactly_at,
     create,
     holder,
@@ -53,7 +54,7 @@ class LoseReply:
         monkeypatch.setattr(Redis, "_send_command_parse_response", send)
 
     def next_call_of(self, name: str) -> None:
-        script = self.store._scripts[name]
+        script = self.store._scripts[name].inner
         self.store.r.script_load(script.script)  # so the first send is the EVALSHA itself
         self.sha = script.sha
 
@@ -73,7 +74,7 @@ def lose(rstore: RedisStore, monkeypatch: pytest.MonkeyPatch) -> LoseReply:
 def test_a_suspend_retried_after_a_lost_reply_still_sees_the_wake_flag(rstore, lose) -> None:
     # given a held run that an event woke while it ran (the wake flag is set)
     run_id, token = leased(rstore)
-    assert rstore.acquire(run_id, "tok-2@other", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
+    assert acquire(rstore, run_id, "tok-2@other", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
     # when its suspend's reply is lost and redis-py sends it again
     lose.next_call_of("suspend")
     rerun = rstore.suspend(run_id, token, Suspension("sleeping", NOW + 60_000))
@@ -116,7 +117,7 @@ def test_an_acquire_retried_after_a_lost_reply_is_still_ok(rstore, lose) -> None
     run_id = create(rstore)
     token = holder(rstore)
     lose.next_call_of("acquire")
-    status, record = rstore.acquire(run_id, token, now=NOW, lease_ms=LEASE_MS)
+    status, record = acquire(rstore, run_id, token, now=NOW, lease_ms=LEASE_MS)
     assert lose.lost == 1 and status == "ok" and record is not None
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from redis.crc import key_slot
 
-from celery_steps.errors import ConfigurationError
+from celery_steps.errors import ConfigurationError, StoreEvictionError
 from celery_steps.store.base import Outcome, Suspension
 from celery_steps.store.redis import RedisStore
 from tests.store._support import (
@@ -15,6 +15,7 @@ from tests.store._support import (
     LEASE_MS,
     NOW,
     RETENTION_MS,
+    acquire,
     create,
     envelope_event,
     leased,
@@ -67,7 +68,7 @@ def test_every_key_of_a_run_shares_its_hash_tag_and_the_namespace(rstore) -> Non
     run_id = create(rstore, events=[{"id": "e1", "name": "t"}], event_ids=["e1"],
                     pending=f"{rstore.ns}:gate:pend:f:")
     token = "tok-1@p"
-    rstore.acquire(run_id, token, now=NOW, lease_ms=LEASE_MS)
+    acquire(rstore, run_id, token, now=NOW, lease_ms=LEASE_MS)
     rstore.save_step(run_id, token, "fetch", DONE)
     # then every key naming the run carries {run_id} and the namespace
     run_keys = {k for k in _keys(rstore) if run_id in k}
@@ -154,7 +155,7 @@ def test_a_run_survives_a_client_reconnect(rstore) -> None:
     rstore.r.connection_pool.disconnect()
     assert rstore.suspend(run_id, token, Suspension("queued", NOW + 10)) is False
     rstore.r.connection_pool.disconnect()
-    status, record = rstore.acquire(run_id, "tok-2", now=NOW + 20, lease_ms=LEASE_MS)
+    status, record = acquire(rstore, run_id, "tok-2", now=NOW + 20, lease_ms=LEASE_MS)
     assert status == "ok"
     assert record.steps == {"fetch": DONE}
 
@@ -174,3 +175,30 @@ def test_waiter_index_entries_are_removed_when_the_run_ends(rstore) -> None:
     rstore.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
     assert rstore.r.hlen(f"{rstore.ns}:w:{EVENT}") == 0
     assert rstore.find_waiters(w.event_name, {}) == []
+
+
+def test_eviction_switched_on_at_run_time_stops_every_write_until_it_is_off(
+    redis_server, namespace, caplog
+) -> None:
+    # given a store re-reading the policy often, on a server that does not evict
+    admin = RedisStore.from_url(redis_server.url(), namespace=namespace)
+    store = RedisStore.from_url(redis_server.url(), namespace=namespace)
+    store.guard.recheck_s = 0.0
+    run_id, token = leased(store)
+    original = admin.r.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        # when an operator switches eviction on while runs are in flight
+        admin.r.config_set("maxmemory-policy", "allkeys-lru")
+        # then the next write is refused, naming the problem, and it is logged loudly
+        with caplog.at_level("CRITICAL", logger="celery_steps.store"), pytest.raises(
+                StoreEvictionError, match="maxmemory-policy 'allkeys-lru'"):
+            store.save_step(run_id, token, "fetch", DONE)
+        assert "now evicts keys" in caplog.text
+        assert store.load_run(run_id).steps == {}
+        # and once it is off again, writes go through
+        admin.r.config_set("maxmemory-policy", original)
+        assert store.save_step(run_id, token, "fetch", DONE) == ("ok", None)
+    finally:
+        admin.r.config_set("maxmemory-policy", original)
+        admin.close()
+        store.close()

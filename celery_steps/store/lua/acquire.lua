@@ -1,8 +1,10 @@
 -- KEYS: run, steps, timers, signal, events
 -- ARGV: holder, now, lease_ms, run id, concurrency retry ms,
---       dead holder ('' or the holder the caller found dead: it may be replaced)
+--       dead holder ('' or the holder the caller found dead: it may be replaced),
+--       function id (the run must belong to it)
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'function_id') ~= ARGV[7] then return {'foreign'} end
 if ended(status) then
   if redis.call('HGET', KEYS[1], 'notify') == '1' then
     return {'ended', unpack(state_of(KEYS[1], KEYS[2], KEYS[5]))}

@@ -1,7 +1,9 @@
 -- Hold one parallel branch of a run: hash field 'b:<step key>' = '<holder>|<crashes>'.
--- KEYS: run, steps, events   ARGV: step key, holder, dead holder ('' or the one found dead)
+-- KEYS: run, steps, events
+-- ARGV: step key, holder, dead holder ('' or the one found dead), function id
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'function_id') ~= ARGV[4] then return {'foreign'} end
 if ended(status) then return {'ended'} end
 local field = 'b:' .. ARGV[1]
 local raw = redis.call('HGET', KEYS[1], field)
