@@ -27,10 +27,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
     assert not missing, "apt-get install -y chromium chromium-driver (see .ci/run)"
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium fetch a driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let selenium fetch a driver
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
