@@ -360,3 +360,28 @@ def doctor(ctx: click.Context, timeout: float, as_json: bool) -> None:
         f"{c.status}  {c.check.ljust(width)}  {c.detail}" for c in checks))
     if failed(checks):
         ctx.exit(1)
+
+
+@steps.command()
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on; a non-loopback one needs --basic-auth.")
+@click.option("--port", type=click.IntRange(0, 65535), default=5566, show_default=True)
+@click.option("--basic-auth", "basic_auth", metavar="USER:PASS",
+              envvar="CELERY_STEPS_DASHBOARD_AUTH",
+              help="Require these credentials (or set CELERY_STEPS_DASHBOARD_AUTH).")
+@click.pass_context
+def dashboard(ctx: click.Context, address: str, port: int, basic_auth: str | None) -> None:
+    """Serve the web dashboard: functions, runs, events; cancel and replay."""
+    from celery_steps.dashboard import server  # the web stack loads only when it is there
+
+    try:
+        credentials = server.parse_basic_auth(basic_auth)
+        server.check_exposure(address, credentials)
+    except CeleryStepsError as exc:
+        raise StepsUsageError(str(exc)) from None
+    server.require_extras()
+    ext = _extension(ctx)
+    user = f", basic auth as {credentials[0]!r}" if credentials else ""
+    host = f"[{address}]" if ":" in address else address
+    click.echo(f"celery-steps dashboard on http://{host}:{port}/{user}", err=True)
+    server.serve(ext, address=address, port=port, basic_auth=credentials)

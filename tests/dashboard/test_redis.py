@@ -1,0 +1,78 @@
+"""The dashboard on a real Redis store: pages, cursor paging and actions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from celery_steps import CelerySteps
+from celery_steps.clock import FakeClock
+from celery_steps.dashboard import create_app
+from tests.dashboard.conftest import form_token, start
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def redis_client(redis_steps: CelerySteps) -> Iterator[TestClient]:
+    with TestClient(create_app(redis_steps)) as client:
+        yield client
+
+
+def test_pages_and_api_read_runs_from_redis(redis_client: TestClient,
+                                            redis_steps: CelerySteps) -> None:
+    run_id = start(redis_steps, "shop/order.paid", {"order": 5}, event_id="evt-r5")
+    child = redis_steps.get_run(run_id).steps[-1].child_run_id
+
+    home = redis_client.get("/").text
+    run_page = redis_client.get(f"/runs/{run_id}").text
+    event_page = redis_client.get("/events/evt-r5").text
+    api_run = redis_client.get(f"/api/runs/{run_id}").json()
+
+    assert re.search(r"status-completed\">completed</span> 1<", home)
+    assert len(re.findall(r'<rect class="bar ', run_page)) == 6
+    assert f'href="/runs/{child}"' in run_page
+    assert f'href="/runs/{run_id}"' in event_page
+    assert api_run == redis_steps.get_run(run_id).model_dump(mode="json")
+
+
+def test_api_paging_walks_every_run_once(redis_client: TestClient,
+                                         redis_steps: CelerySteps) -> None:
+    clock = redis_steps.clock
+    assert isinstance(clock, FakeClock)
+    ids = []
+    for n in range(7):
+        ids.append(start(redis_steps, "shop/explode", {"n": n}))
+        clock.advance(0.01)
+
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        body = redis_client.get("/api/runs", params={"function": "explode", "limit": 3,
+                                                     "before": cursor}).json()
+        seen += [r["id"] for r in body["runs"]]
+        if body["next_before"] is None:
+            break
+        cursor = body["next_before"]
+
+    assert seen == ids[::-1]
+
+
+def test_cancel_and_replay_by_api_and_by_form_on_redis(redis_client: TestClient,
+                                                       redis_steps: CelerySteps) -> None:
+    by_api = start(redis_steps, "shop/order.ship", {"order": 1}, finish=False)
+    by_form = start(redis_steps, "shop/order.ship", {"order": 2}, finish=False)
+
+    api = redis_client.post(f"/api/runs/{by_api}/cancel", json={})
+    token = form_token(redis_client, f"/runs/{by_form}")
+    form = redis_client.post(f"/runs/{by_form}/cancel", data={"csrf_token": token})
+    replay = redis_client.post(f"/api/runs/{by_api}/replay", json={})
+
+    assert api.json()["cancelled"] is True
+    assert form.status_code == 200  # the run page, after the redirect
+    assert "status-cancelled" in form.text
+    assert {redis_steps.get_run(r).status for r in (by_api, by_form)} == {"cancelled"}
+    assert redis_steps.get_run(replay.json()["run_id"]).status == "sleeping"
