@@ -33,7 +33,7 @@ def test_a_step_that_kills_its_worker_process_fails_the_run_after_its_retries(
     [run] = app.steps.runs_for_event(event_id)
 
     # then the run fails after 2 executions of the step, with WorkerLostError
-    run = app.steps.wait_for_run(run.id, timeout=30)
+    run = app.steps.wait_for_run(run.id, timeout=20)
     assert run.status == "failed"
     [step] = run.steps
     assert step.status == "failed"
@@ -59,7 +59,7 @@ def test_a_step_killed_by_the_hard_time_limit_fails_the_run_after_its_retries(
     [run] = app.steps.runs_for_event(event_id)
 
     # then the run fails after 2 executions of the step (the pool child lost each time)
-    run = app.steps.wait_for_run(run.id, timeout=40)
+    run = app.steps.wait_for_run(run.id, timeout=25)
     assert run.status == "failed"
     [step] = run.steps
     assert step.status == "failed"
@@ -157,7 +157,7 @@ def test_a_step_holding_the_gil_longer_than_its_lease_executes_once_and_complete
     [run] = app.steps.runs_for_event(event_id)
 
     # then the step executes exactly once and the run completes
-    run = app.steps.wait_for_run(run.id, timeout=40)
+    run = app.steps.wait_for_run(run.id, timeout=30)
     assert run.status == "completed"
     assert run.output is True
     assert app.count("gil-hog") == 1
