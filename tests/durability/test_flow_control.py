@@ -1,0 +1,85 @@
+"""Flow control holds under concurrent routing and cancellation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from celery_steps import Context, Singleton
+from tests.conftest import RedisServer, wait_until
+from tests.durability.conftest import Cluster
+from tests.integration.apps import redis_app
+
+LEASE_TTL = 1.0
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason="issue 7.5: Singleton admits a second run while the "
+                                       "first one's run is not created yet")
+def test_a_singleton_admits_one_run_when_two_events_are_routed_at_the_same_moment(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a singleton function (mode "skip") and two events for its one key
+    _, steps = redis_app(redis_server.url())
+
+    @steps.function(id="solo", trigger="t/solo", singleton=Singleton(mode="skip"))
+    def solo(ctx: Context) -> int:
+        return int(ctx.step.run("work", lambda: 1))
+
+    first, second = steps.send([{"name": "t/solo"}, {"name": "t/solo"}])
+    runtime, store = steps.runtime, steps.runtime.store
+    claim = store.claim_singleton
+    routed_inside: list[str] = []
+
+    def claim_then_route_the_other(gate: str, run_id: str, **kwargs: bool) -> str | None:
+        holder = claim(gate, run_id, **kwargs)
+        if not routed_inside:
+            # the other event's routing runs right after this one claimed the singleton
+            routed_inside.append(second)
+            runtime.route(second)
+        return holder
+
+    monkeypatch.setattr(store, "claim_singleton", claim_then_route_the_other)
+
+    # when both events are routed, the second within the first's admission
+    runtime.route(first)
+    if not routed_inside:
+        runtime.route(second)
+
+    # then exactly one run was started, by one of the two events
+    started = {event: store.routed_runs(event) for event in (first, second)}
+    assert len(steps.list_runs(function_id="solo")) == 1, started
+    assert sorted(len(runs or []) for runs in started.values()) == [0, 1], started
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7.11: cancelling a running run of a "
+                                       "Concurrency(limit=1) function does not free its slot")
+def test_cancelling_a_running_run_frees_its_concurrency_slot_for_the_next_run(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # given a Concurrency(limit=1) function whose run is in a long step, renewing its lease
+    cluster = cluster_factory(steps_lease_ttl=LEASE_TTL)
+    app = cluster.app
+    for name in ("w1", "w2"):
+        cluster.start_worker(name)
+    for name in ("w1", "w2"):
+        cluster.wait_ready(name)
+    [event_id] = app.steps.send("dur/one-at-a-time", data={"seconds": 30})
+    [first] = app.steps.runs_for_event(event_id)
+    wait_until(lambda: app.records("one-at-a-time"), timeout=15, message="the long step to start")
+
+    # when the run is cancelled, its step runs on for two lease TTLs (renewing the lease:
+    # a scenario delay, not a wait for something), and another event arrives
+    app.steps.cancel(first.id)
+    time.sleep(2 * LEASE_TTL)
+    [event_id] = app.steps.send("dur/one-at-a-time", data={"seconds": 0.1})
+
+    # then the second run starts within a couple of lease TTLs, not after the cancelled step
+    [second] = app.steps.runs_for_event(event_id)
+    wait_until(lambda: [r for r in app.records("one-at-a-time") if r["run_id"] == second.id],
+               timeout=5, message="the second run to start (the slot is still taken)")
+    assert app.steps.wait_for_run(second.id, timeout=10).status == "completed"
+    assert app.steps.get_run(first.id).status == "cancelled"
