@@ -67,7 +67,7 @@ class Executor:
         if status != "ok" or run is None:
             log.debug("run %s not executed: %s", run_id, status)
             return status
-        self.heartbeat.hold(run_id, holder)
+        self.heartbeat.hold(run_id, holder, f"r|{function.id}|{run_id}")
         try:
             if run.crashes > function.retries:
                 return self._end(function, run, holder, "failed", error=error_dict(
@@ -84,9 +84,14 @@ class Executor:
                 if fresh is None:
                     return "missing"
                 run = fresh
-        except BaseException:
+        except Exception:  # the store failed, or a bug: let go, the watchdog retries
             self.heartbeat.drop(run_id)
             self.heartbeat.release(run_id, holder)
+            raise
+        except BaseException:
+            # SystemExit, KeyboardInterrupt...: this process is being terminated (a Celery
+            # hard time limit sends SIGTERM first) mid-execution. Keep holding the run, so
+            # that whoever takes it over once the process is gone counts the lost attempt.
             raise
         finally:
             self.heartbeat.drop(run_id)
@@ -103,9 +108,13 @@ class Executor:
             return status
         try:
             run.crashes = crashes
-            return self._replay(function, run, holder, branch=branch)
-        finally:
+            outcome = self._replay(function, run, holder, branch=branch)
+        except Exception:
             store.release_branch(run_id, branch, holder)
+            raise
+        # (a BaseException keeps the branch held: see execute)
+        store.release_branch(run_id, branch, holder)
+        return outcome
 
     def _overdue(self, function: Function, run: RunRecord) -> str | None:
         """Why the run must be cancelled now under its Timeouts, if it must."""

@@ -23,6 +23,7 @@ from celery_steps.clock import Clock
 from celery_steps.store.base import StateStore
 
 log = logging.getLogger("celery_steps.liveness")
+EARLY_BEAT_DELAY = 0.2
 
 
 @lru_cache(maxsize=4096)
@@ -48,12 +49,14 @@ class Heartbeat:
     def __init__(self, store_of: Callable[[], StateStore], clock: Clock, lease_ms: int) -> None:
         self._store_of, self._clock, self._lease_ms = store_of, clock, lease_ms
         self._held: dict[str, str] = {}
+        self._members: dict[str, str] = {}  # run -> its timer member (woken if we die)
         self._orphans: dict[str, str] = {}  # runs let go of, whose release failed
         self._lock = threading.Lock()
         self._pid = 0
         self._proc = ""
         self._beaten_at = 0.0
         self._stop = threading.Event()
+        self._soon = threading.Event()  # beat early: the set of runs held here changed
 
     @property
     def interval(self) -> float:
@@ -70,6 +73,7 @@ class Heartbeat:
             if self._pid != os.getpid():  # first use, or a fork: a new process, a new thread
                 self._pid, self._proc = os.getpid(), process_id()
                 self._held.clear()
+                self._members.clear()
                 self._beaten_at = 0.0
                 threading.Thread(target=self._loop, name="celery-steps-heartbeat",
                                  daemon=True).start()
@@ -77,13 +81,16 @@ class Heartbeat:
         if stale:
             self._beat()
 
-    def hold(self, run_id: str, holder: str) -> None:
+    def hold(self, run_id: str, holder: str, member: str) -> None:
         with self._lock:
             self._held[run_id] = holder
+            self._members[run_id] = member
+        self._soon.set()  # so a reaper learns of it quickly (the thread beats, not this one)
 
     def drop(self, run_id: str) -> None:
         with self._lock:
             self._held.pop(run_id, None)
+            self._members.pop(run_id, None)
 
     def release(self, run_id: str, holder: str) -> None:
         """Let go of a run this process stopped executing. If the store refuses (down, or
@@ -98,12 +105,17 @@ class Heartbeat:
                 self._orphans[run_id] = holder
 
     def _beat(self) -> None:
-        self._store_of().beat(self._proc, ttl_ms=self._lease_ms)
+        with self._lock:
+            holding = list(self._members.values())
+        self._store_of().beat(self._proc, ttl_ms=self._lease_ms, holding=holding)
         self._beaten_at = time.monotonic()
 
     def _loop(self) -> None:
         pid = os.getpid()
-        while not self._stop.wait(self.interval) and os.getpid() == pid:
+        while not self._stop.is_set() and os.getpid() == pid:
+            if self._soon.wait(self.interval):
+                time.sleep(EARLY_BEAT_DELAY)  # let a burst of holds share one beat
+            self._soon.clear()
             with self._lock:
                 held = list(self._held.items())
                 orphans = list(self._orphans.items())

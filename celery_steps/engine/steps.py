@@ -310,7 +310,12 @@ class StepTools:
                 )
             state = {"op": "wait_for_event", "pos": pos, "status": "waiting", "started_at": now,
                      "wake_at": now + to_ms(delta), "event": event, "attempts": 1}
-            raise self._suspend("waiting", state["wake_at"], key, state, (waiter,))
+            # the waiter exists before the wait begins: an event sent from now on finds it (if
+            # it resolves the wait before the suspension below, the wake flag replays the run)
+            scope = self._scope
+            if not scope.store.begin_wait(scope.run.id, scope.holder, key, state, (waiter,)):
+                raise Stop("lost")
+            raise self._suspend("waiting", state["wake_at"], key, state)
         if state["wake_at"] > now:
             raise self._suspend("waiting", state["wake_at"], key, state)
         timed_out = {**state, "status": "completed", "ended_at": now, "result": None}
@@ -465,7 +470,7 @@ class StepTools:
         raise self._suspend("waiting", resend_at, key, state)
 
 
-CHECK_FIRST_MS = 60_000
+CHECK_FIRST_MS = 10_000
 CHECK_MAX_MS = 3_600_000
 # A run_task publish whose fate is unknown (the process died around it) is sent again only if
 # the task has not been seen starting or ending this long after the first try.

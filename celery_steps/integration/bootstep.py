@@ -8,7 +8,7 @@ from typing import Any
 import click
 from celery import Celery, bootsteps
 
-from celery_steps.integration.children import ChildHeartbeat, child_pids
+from celery_steps.integration.children import ChildHeartbeat
 from celery_steps.runtime import Runtime
 from celery_steps.runtime.timers import TimerPoller
 
@@ -47,7 +47,7 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 class ChildHeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """In a prefork worker, beats for the pool's processes (see ``integration.children``)."""
+    """Beats for the pool's processes and reaps the host's dead ones (``integration.children``)."""
 
     requires = ("celery.worker.components:Pool",)
 
@@ -57,7 +57,7 @@ class ChildHeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, parent: Any) -> None:
         runtime = runtime_of(parent.app)
-        if runtime is None or child_pids(parent) is None:
+        if runtime is None:
             return
         self.beater = ChildHeartbeat(runtime, parent)
         self.beater.start()

@@ -1,15 +1,18 @@
-"""A prefork worker's main process keeps its pool children's process keys alive.
+"""A worker's main process keeps its pool children alive, and reaps the host's dead processes.
 
 A pool child executing a step may hold the GIL for minutes in one C call (a big sort, a
 regex): its own heartbeat thread cannot run, but the main process can. Every ``lease/5`` the
-main process beats the key of each live child, and the moment it sees a child gone (killed,
-out of memory, a hard time limit), it deletes that child's key, so the run the child held is
-taken over at once instead of after the lease.
+main process extends the key of each of its live children. And it looks at every process of
+its host that beats for itself (the store lists them): one whose pid is gone, or was reused
+by another process, is reaped at once (its key deleted, its runs woken), so the run a killed
+child held (out of memory, a hard time limit, SIGKILL) is taken over in a second or two
+instead of after the lease. Any worker on the host does it, for any worker of the host.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -38,14 +41,20 @@ def alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def gone(proc: str) -> bool:
+    """True when process ``host:pid:start`` of this host no longer runs."""
+    _, pid, _ = proc.split(":", 2)
+    return not pid.isdigit() or not alive(int(pid)) or process_id(int(pid)) != proc
+
+
 class ChildHeartbeat:
-    """A daemon thread in the worker's main process beating for its pool children."""
+    """A daemon thread in a worker's main process: beats for its children, reaps the dead."""
 
     def __init__(self, runtime: Runtime, worker: Any) -> None:
         self._runtime = runtime
         self._worker = worker
+        self._host = socket.gethostname()
         self._stop = threading.Event()
-        self._known: dict[int, str] = {}
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -59,24 +68,23 @@ class ChildHeartbeat:
             self._thread.join(timeout=5)
 
     def beat_once(self) -> None:
-        """Beat every live child; reap every child that died since the last beat."""
+        """Extend every live child's key; reap every dead process of this host."""
         store = self._runtime.store
         ttl = int(float(self._runtime.settings.lease_ttl) * 1000)
         for pid in child_pids(self._worker) or []:
-            if pid not in self._known:
-                self._known[pid] = process_id(pid)
-        for pid, proc in list(self._known.items()):
             if alive(pid):
-                store.beat(proc, ttl_ms=ttl)
-            else:
+                store.beat(process_id(pid), ttl_ms=ttl)  # extends its key, keeps its runs
+        for proc in store.host_procs(self._host):
+            if gone(proc):
                 store.reap(proc)
-                del self._known[pid]
 
     def _loop(self) -> None:
-        interval = float(self._runtime.settings.lease_ttl) / 5
-        while not self._stop.wait(interval):
+        interval = min(1.0, float(self._runtime.settings.lease_ttl) / 5)
+        while True:
             try:
                 self.beat_once()
             except Exception:
                 log.warning("celery-steps could not beat for the pool's processes",
                             exc_info=True)
+            if self._stop.wait(interval):
+                return

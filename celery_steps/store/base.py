@@ -48,6 +48,11 @@ RESUME_SAFETY_MS = 30_000
 # An ended run's notifications are retried by its timer this long after the end, unless the
 # runtime confirmed them first (the outbox).
 NOTIFY_SAFETY_MS = 10_000
+# A delivery that finds its run busy looks again this soon (or when the holder's process key
+# lapses, if sooner). A live holder's heartbeat pushes the run's timer back past it; a dead
+# holder's run is then taken over within this, once its death is noticed.
+BUSY_RECHECK_MS = 2_000
+BUSY_MARGIN_MS = 50  # past a process key's expiry, so it has lapsed when looked at
 # A singleton gate claimed for a run that does not exist (yet) stays taken this long: the
 # claimer creates the run right after claiming, or its routing is retried.
 SINGLETON_CLAIM_MS = 60_000
@@ -57,6 +62,11 @@ SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
 def proc_of(holder: str) -> str:
     """The process part of a holder ``token@proc``."""
     return holder.partition("@")[2]
+
+
+def proc_host(proc: str) -> str:
+    """The host part of a process id ``host:pid:start``."""
+    return proc.split(":", 1)[0]
 
 
 @dataclass
@@ -204,8 +214,9 @@ class StateStore(abc.ABC):
         ``foreign`` (and nothing changed) when the run belongs to another function than
         ``function_id``: a message for one function never executes another's run.
 
-        ``busy`` while a live holder has it (the wake flag is set, and the run's timer is
-        pushed to no earlier than that holder's process key expiry). A holder whose process
+        ``busy`` while a live holder has it (the wake flag is set, and the run's timer is due
+        within :data:`BUSY_RECHECK_MS`, or when the holder's process key lapses). A holder whose
+        process
         is dead is replaced and ``crashes`` goes up by one. A run with a concurrency gate whose
         limit is reached is ``limited``: its timer is set :data:`CONCURRENCY_RETRY_MS` ahead.
         ``ended`` runs come back with their record when their outbox is still pending.
@@ -217,12 +228,25 @@ class StateStore(abc.ABC):
         the concurrency gate to ``now + lease_ms``. False once it no longer holds it."""
 
     @abc.abstractmethod
-    def beat(self, proc: str, *, ttl_ms: int) -> None:
-        """Say process ``proc`` is alive for ``ttl_ms`` more."""
+    def beat(self, proc: str, *, ttl_ms: int, holding: list[str] | None = None) -> None:
+        """Say process ``proc`` is alive for ``ttl_ms`` more. ``holding`` (the timer members
+        of the runs it executes) is kept with it; ``None`` (another process beating for it)
+        only extends a key that exists, keeping what it holds."""
 
     @abc.abstractmethod
     def reap(self, proc: str) -> None:
-        """Process ``proc`` is dead: its runs may be taken over at once."""
+        """Process ``proc`` is dead: its runs may be taken over at once, and are woken now."""
+
+    @abc.abstractmethod
+    def host_procs(self, host: str) -> list[str]:
+        """The processes of ``host`` that beat for themselves and were not reaped yet."""
+
+    @abc.abstractmethod
+    def begin_wait(self, run_id: str, holder: str, step_key: str, state: dict[str, Any],
+                   waiters: tuple[Waiter, ...]) -> bool:
+        """For the holder, before it suspends: store a waiting step's state and register its
+        waiters (stamped now). An event that resolves the step in between merges into that
+        state and sets the wake flag. False once it no longer holds the run."""
 
     @abc.abstractmethod
     def save_step(

@@ -18,6 +18,8 @@ from celery_steps.clock import Clock
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.runs import ENDED
 from celery_steps.store.base import (
+    BUSY_MARGIN_MS,
+    BUSY_RECHECK_MS,
     CONCURRENCY_RETRY_MS,
     FINAL,
     NOTIFY_SAFETY_MS,
@@ -31,6 +33,7 @@ from celery_steps.store.base import (
     StateStore,
     Suspension,
     Waiter,
+    proc_host,
     proc_of,
 )
 
@@ -62,6 +65,7 @@ class MemoryStore(StateStore):
         self._timers: dict[str, int] = {}
         self._functions: set[str] = set()
         self._procs: dict[str, int] = {}  # live process -> until
+        self._holding: dict[str, list[str]] = {}  # live process -> timers of its runs
         self._tasks: dict[str, int] = {}  # run_task task seen starting -> until
         self._holders: dict[str, dict[str, int]] = {}  # concurrency gate -> run -> until
         self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
@@ -193,10 +197,11 @@ class MemoryStore(StateStore):
             if entry.holder is not None:
                 until = self._procs.get(proc_of(entry.holder), 0)
                 if until > self._now():
-                    # look again no earlier than its heartbeat may lapse
+                    # look again soon (its heartbeat pushes this back while alive)
                     entry.wake = True
                     member = self._run_member(entry)
-                    self._timers[member] = max(self._timers.get(member, 0), until)
+                    due = now + min(until - self._now(), BUSY_RECHECK_MS) + BUSY_MARGIN_MS
+                    self._timers[member] = min(self._timers.get(member, due), due)
                     return "busy", None
                 record.crashes += 1  # its process died holding it
                 entry.holder = None
@@ -228,13 +233,36 @@ class MemoryStore(StateStore):
             self._schedule(self._run_member(entry), now + lease_ms)
             return True
 
-    def beat(self, proc: str, *, ttl_ms: int) -> None:
+    def beat(self, proc: str, *, ttl_ms: int, holding: list[str] | None = None) -> None:
         with self._lock:
+            if holding is not None:
+                self._holding[proc] = list(holding)
+            elif self._procs.get(proc, 0) <= self._now():
+                return  # only extends a live key
             self._procs[proc] = self._now() + ttl_ms
 
     def reap(self, proc: str) -> None:
         with self._lock:
             self._procs.pop(proc, None)
+            for member in self._holding.pop(proc, []):
+                self._schedule(member, 0)
+
+    def host_procs(self, host: str) -> list[str]:
+        with self._lock:
+            return sorted(p for p in self._holding if proc_host(p) == host)
+
+    def begin_wait(self, run_id: str, holder: str, step_key: str, state: dict[str, Any],
+                   waiters: tuple[Waiter, ...]) -> bool:
+        with self._lock:
+            entry = self._held(run_id, holder)
+            if entry is None or entry.record.status == "cancelled":
+                return False
+            current = entry.record.steps.get(step_key)
+            if current is None or current.get("status") not in FINAL:
+                entry.record.steps[step_key] = copy.deepcopy(state)
+            for waiter in waiters:
+                self._add_waiter(entry, waiter)
+            return True
 
     def save_step(
         self, run_id: str, holder: str, step_key: str, state: dict[str, Any]

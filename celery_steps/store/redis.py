@@ -28,7 +28,11 @@ key                                             type    content
                                                         stays a compact listpack
 ``<ns>:run:{<run_id>}:eids``                    set     event ids a debounce/batch run collected
 ``<ns>:proc:<proc>``                            string  a live worker process (PX lease TTL),
-                                                        refreshed by its heartbeat
+                                                        refreshed by its heartbeat: the timer
+                                                        members of the runs it holds (JSON)
+``<ns>:procs:<host>``                           set     the processes of a host that beat for
+                                                        themselves (a worker on the host reaps
+                                                        the dead ones)
 ``<ns>:task:<task_id>``                         string  a ``run_task`` task a worker started
                                                         (expires after the run retention)
 ``<ns>:runs:fns``                               set     function ids that have runs
@@ -78,6 +82,8 @@ from redis.retry import Retry
 from celery_steps.errors import StoreEvictionError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
+    BUSY_MARGIN_MS,
+    BUSY_RECHECK_MS,
     CONCURRENCY_RETRY_MS,
     NOTIFY_SAFETY_MS,
     SINGLETON_CLAIM_MS,
@@ -90,6 +96,7 @@ from celery_steps.store.base import (
     StateStore,
     Suspension,
     Waiter,
+    proc_host,
     proc_of,
 )
 
@@ -98,9 +105,8 @@ SAFE_POLICIES = ("noeviction",)
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
            "suspend", "finish", "notified", "release", "cancel", "resolve_step", "claim_due",
            "ack_timers", "admit", "claim_singleton", "join_pending", "acquire_branch",
-           "release_branch")
-# A busy run is retried no earlier than its holder's process key expires, plus this margin.
-BUSY_MARGIN_MS = 50
+           "release_branch", "begin_wait")
+
 
 
 def _load_scripts() -> dict[str, str]:
@@ -371,10 +377,11 @@ class RedisStore(StateStore):
         if status == "busy":
             current = _s(reply[1])
             ttl = int(self.r.pttl(self._proc_key(proc_of(current))))
-            if ttl >= 0:  # alive: look again no earlier than its heartbeat may lapse
+            if ttl >= 0:  # alive: look again soon (its heartbeat pushes this back while alive)
                 member = self._scripts_member(meta_key, run_id)
                 if member is not None:
-                    self.r.zadd(self.timers_key, {member: now + ttl + BUSY_MARGIN_MS}, gt=True)
+                    due = now + min(ttl, BUSY_RECHECK_MS) + BUSY_MARGIN_MS
+                    self.r.zadd(self.timers_key, {member: due}, lt=True)
                 return "busy", None
             args[5] = current  # its process is dead: take the run over
             reply = self._scripts["acquire"](keys=keys, args=args)
@@ -393,11 +400,41 @@ class RedisStore(StateStore):
             keys=[self.run_key(run_id), self.timers_key],
             args=[holder, now + lease_ms, run_id, now + lease_ms]))
 
-    def beat(self, proc: str, *, ttl_ms: int) -> None:
-        self.r.set(self._proc_key(proc), "1", px=ttl_ms)
+    def _host_key(self, host: str) -> str:
+        return f"{self.ns}:procs:{host}"
+
+    def beat(self, proc: str, *, ttl_ms: int, holding: list[str] | None = None) -> None:
+        key = self._proc_key(proc)
+        if holding is None:
+            self.r.pexpire(key, ttl_ms)
+            return
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(key, _dumps(holding), px=ttl_ms)
+            pipe.sadd(self._host_key(proc_host(proc)), proc)
+            pipe.execute()
 
     def reap(self, proc: str) -> None:
-        self.r.delete(self._proc_key(proc))
+        key = self._proc_key(proc)
+        raw = self.r.get(key)
+        held = json.loads(raw) if raw else []
+        with self.r.pipeline(transaction=False) as pipe:
+            if held:  # wake its runs now: they are taken over at once
+                pipe.zadd(self.timers_key, dict.fromkeys(held, 0))
+                pipe.lpush(self.signal_key, "1")
+                pipe.ltrim(self.signal_key, 0, 0)
+            pipe.delete(key)
+            pipe.srem(self._host_key(proc_host(proc)), proc)
+            pipe.execute()
+
+    def host_procs(self, host: str) -> list[str]:
+        return sorted(_s(p) for p in self.r.smembers(self._host_key(host)))
+
+    def begin_wait(self, run_id: str, holder: str, step_key: str, state: dict[str, Any],
+                   waiters: tuple[Waiter, ...]) -> bool:
+        meta_key, steps_key, _, _ = self._run_keys(run_id)
+        return bool(self._scripts["begin_wait"](
+            keys=[meta_key, steps_key],
+            args=[holder, step_key, _dumps(state), self._waiters_arg(waiters)]))
 
     def save_step(self, run_id: str, holder: str, step_key: str,
                   state: dict[str, Any]) -> tuple[SaveStatus, dict[str, Any] | None]:

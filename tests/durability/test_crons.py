@@ -31,8 +31,6 @@ def stored_tick_event(cluster: Cluster, since: datetime) -> str:
     raise AssertionError("the cron task stored no tick event")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.3: a cron tick is lost when its task dies "
-                                       "between storing the tick's event and creating the run")
 def test_a_cron_tick_whose_task_died_after_storing_its_event_still_starts_one_run(
     cluster_factory: Callable[..., Cluster], tmp_path: Path,
 ) -> None:

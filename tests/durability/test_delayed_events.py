@@ -13,8 +13,6 @@ from tests.integration.apps import redis_app, running_worker
 pytestmark = pytest.mark.redis
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.1: a delayed event outliving the dedupe "
-                                       "window expires before its routing timer fires")
 def test_an_event_due_after_the_dedupe_window_still_starts_its_function_at_its_time(
     redis_server: RedisServer,
 ) -> None:

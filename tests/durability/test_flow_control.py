@@ -16,8 +16,6 @@ LEASE_TTL = 1.0
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason="issue 7.5: Singleton admits a second run while the "
-                                       "first one's run is not created yet")
 def test_a_singleton_admits_one_run_when_two_events_are_routed_at_the_same_moment(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -55,8 +53,6 @@ def test_a_singleton_admits_one_run_when_two_events_are_routed_at_the_same_momen
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7.11: cancelling a running run of a "
-                                       "Concurrency(limit=1) function does not free its slot")
 def test_cancelling_a_running_run_frees_its_concurrency_slot_for_the_next_run(
     cluster_factory: Callable[..., Cluster],
 ) -> None:

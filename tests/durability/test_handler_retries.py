@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from celery_steps import Context, RetryAfterError
 from celery_steps.clock import FakeClock
 from celery_steps.testing import eager_steps, run_function
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.14: RetryAfterError raised outside a step "
-                                       "fails the run at once instead of retrying it")
 def test_a_retry_after_error_raised_by_the_handler_itself_retries_the_run_after_its_delay(
 ) -> None:
     # given a handler that asks, outside any step, to be retried 0.1 s later on its first attempt

@@ -13,8 +13,6 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.4: a parallel branch still running after "
-                                       "4 lease TTLs is sent again and runs twice at once")
 def test_a_parallel_branch_running_longer_than_four_lease_ttls_executes_once(
     cluster_factory: Callable[..., Cluster],
 ) -> None:

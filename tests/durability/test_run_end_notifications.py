@@ -16,8 +16,6 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.8: a child that dies after its final write "
-                                       "never resumes its parent's invoke (no timeout)")
 def test_a_parent_invoking_a_child_completes_when_the_child_crashed_after_finishing(
     cluster_factory: Callable[..., Cluster], tmp_path: Path,
 ) -> None:
@@ -45,8 +43,6 @@ def test_a_parent_invoking_a_child_completes_when_the_child_crashed_after_finish
     assert parent.output == 42
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.8: a run that dies after its final write "
-                                       "(failed) never starts its on_failure run")
 def test_a_failed_run_that_crashed_after_its_final_write_still_runs_on_failure(
     cluster_factory: Callable[..., Cluster], tmp_path: Path,
 ) -> None:

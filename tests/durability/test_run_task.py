@@ -25,8 +25,6 @@ def drain_tasks_queue(cluster: Cluster) -> None:
                message="the tasks queue to be drained")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.6: run_task publishes the user's task again "
-                                       "after a crash between its publish and its 'sent' mark")
 def test_a_crash_right_after_publishing_a_task_does_not_run_the_users_task_twice(
     cluster_factory: Callable[..., Cluster], tmp_path: Path,
 ) -> None:
@@ -56,8 +54,6 @@ def test_a_crash_right_after_publishing_a_task_does_not_run_the_users_task_twice
     assert app.count("user-task") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.8: a run_task step whose result link "
-                                       "(celery_steps.task_done) is lost waits forever")
 def test_a_run_task_step_whose_completion_message_is_lost_still_resumes_its_run(
     cluster_factory: Callable[..., Cluster],
 ) -> None:

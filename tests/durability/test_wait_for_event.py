@@ -54,8 +54,6 @@ def test_an_event_sent_once_the_wait_shows_waiting_resumes_it_every_time(
         assert steps.wait_for_run(run.id, timeout=10).output == n
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.10: an event routed between the start of a "
-                                       "wait and the storing of its waiter is missed")
 def test_an_event_routed_just_after_the_wait_began_but_before_it_was_stored_resumes_it(
     worker_steps: CelerySteps, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -97,8 +95,6 @@ class LateClock(Clock):
         return super().now_ms() - self.behind_ms
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.10: an event from a sender whose clock is "
-                                       "behind the worker's is taken as sent before the wait")
 def test_an_event_from_a_sender_whose_clock_is_2_seconds_behind_still_resumes_a_wait(
     worker_steps: CelerySteps, redis_server: RedisServer,
 ) -> None:

@@ -17,8 +17,6 @@ from tests.durability.conftest import Cluster
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.9: a step that kills its own worker process "
-                                       "is never counted as an attempt (redelivered forever)")
 def test_a_step_that_kills_its_worker_process_fails_the_run_after_its_retries(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
@@ -42,8 +40,6 @@ def test_a_step_that_kills_its_worker_process_fails_the_run_after_its_retries(
     assert app.count("self-destruct") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.9: a step killed by Celery's hard time limit "
-                                       "is never counted as an attempt (re-run forever)")
 def test_a_step_killed_by_the_hard_time_limit_fails_the_run_after_its_retries(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
@@ -68,8 +64,6 @@ def test_a_step_killed_by_the_hard_time_limit_fails_the_run_after_its_retries(
     assert app.count("overtime") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.15: a run whose pool process was killed waits "
-                                       "for its lease (30 s) and watchdog before running again")
 def test_a_run_whose_pool_process_was_killed_runs_again_within_10_seconds(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
@@ -97,8 +91,6 @@ def test_a_run_whose_pool_process_was_killed_runs_again_within_10_seconds(
     assert run.output == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7.15: a run whose whole worker was killed waits "
-                                       "for its lease (30 s) and watchdog before running again")
 def test_a_run_whose_whole_worker_was_killed_runs_again_within_15_seconds_of_another_worker(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
@@ -139,8 +131,6 @@ def backtracking_size(pattern: re.Pattern[str], seconds: float) -> int:
         n *= 2
 
 
-@pytest.mark.xfail(strict=True, reason="hostile input 5: a step holding the GIL longer than "
-                                       "the lease is run again alongside itself, never completes")
 def test_a_step_holding_the_gil_longer_than_its_lease_executes_once_and_completes(
     cluster_factory: Callable[..., Cluster],
 ) -> None:

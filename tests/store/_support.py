@@ -54,7 +54,7 @@ def holder(store: StateStore, name: str = "tok-1", *, alive: bool = True) -> str
     """A holder ``token@proc`` whose process is alive (its key beaten for an hour)."""
     proc = f"proc-{name}-{uuid.uuid4().hex[:6]}"
     if alive:
-        store.beat(proc, ttl_ms=3_600_000)
+        store.beat(proc, ttl_ms=3_600_000, holding=[])
     return f"{name}@{proc}"
 
 

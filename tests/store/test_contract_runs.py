@@ -6,13 +6,18 @@ Runs on every store (the ``store`` fixture is parametrized over memory and redis
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from celery_steps.store.base import NOTIFY_SAFETY_MS, NewRun, Outcome, Suspension
+from celery_steps.store.base import (
+    BUSY_MARGIN_MS,
+    BUSY_RECHECK_MS,
+    NOTIFY_SAFETY_MS,
+    NewRun,
+    Outcome,
+    Suspension,
+)
 from tests.store._support import (
-    FAR_FUTURE,
     FUNCTION,
     LEASE_MS,
     NOW,
@@ -21,6 +26,7 @@ from tests.store._support import (
     acquire_branch,
     assert_due_exactly_at,
     assert_not_scheduled,
+    claimed,
     create,
     finished,
     holder,
@@ -180,17 +186,18 @@ def test_acquire_of_a_run_held_by_a_live_process_is_busy(store) -> None:
         "busy", None)
 
 
-def test_a_busy_acquire_looks_again_no_earlier_than_the_holders_heartbeat_may_lapse(
+def test_a_busy_acquire_looks_again_soon_and_a_live_holders_renewal_pushes_it_back(
     store,
 ) -> None:
-    # given a run held by a process whose key lives for one more hour, its watchdog earlier
-    run_id, _ = leased(store, now=NOW)
+    # given a run held by a live process, its watchdog a lease ahead
+    run_id, token = leased(store, now=NOW)
     # when another delivery finds it busy
-    assert acquire(store, run_id, "tok-2@elsewhere", now=NOW + 1, lease_ms=LEASE_MS)[0] == "busy"
-    # then the run's timer is not due before then (no busy loop), but it is still armed
-    due = {member: score for member, score in store.claim_due(now=FAR_FUTURE, limit=10_000,
-                                                              redo_ms=0)}
-    assert due[run_member(run_id)] >= int(time.time() * 1000) + 3_500_000
+    assert acquire(store, run_id, "tok-2@elsewhere", now=NOW + 1)[0] == "busy"
+    # then the run looks again within the busy recheck (in case the holder just died)
+    assert_due_exactly_at(store, run_member(run_id), NOW + 1 + BUSY_RECHECK_MS + BUSY_MARGIN_MS)
+    # and while the holder lives, its heartbeat's renewal pushes that back to a lease ahead
+    assert store.renew(run_id, token, now=NOW + 100, lease_ms=LEASE_MS) is True
+    assert_due_exactly_at(store, run_member(run_id), NOW + 100 + LEASE_MS)
 
 
 def test_acquire_takes_over_a_run_whose_holder_process_died_and_counts_a_crash(store) -> None:
@@ -639,3 +646,51 @@ def test_acquire_for_another_function_is_refused_and_changes_nothing(store) -> N
     assert store.load_run(run_id) == before
     assert store.acquire_branch(run_id, "b", holder(store), function_id="shop/checkout")[0] == (
         "foreign")
+
+
+def test_reaping_a_dead_process_wakes_the_runs_it_held_at_once(store) -> None:
+    # given a process holding a run, whose heartbeat said so
+    proc = f"proc-{new_id()}"
+    store.beat(proc, ttl_ms=3_600_000, holding=[])
+    run_id, _ = leased(store, token=f"tok@{proc}")
+    store.beat(proc, ttl_ms=3_600_000, holding=[run_member(run_id)])
+    assert run_member(run_id) not in claimed(store, NOW + 1)
+    # when it is found dead
+    store.reap(proc)
+    # then its run is due now, and taken over by the next acquire
+    assert run_member(run_id) in claimed(store, NOW + 1)
+    assert acquire(store, run_id, holder(store, "tok-2"), now=NOW + 2)[0] == "ok"
+
+
+def test_another_process_beating_for_one_only_extends_its_key(store, aging_clock) -> None:
+    # given a process whose own key lives 30 s, then beaten for by its parent, holding nothing new
+    proc = f"proc-{new_id()}"
+    store.beat(proc, ttl_ms=30_000, holding=[])
+    run_id, _ = leased(store, token=f"tok@{proc}")
+    aging_clock.advance(25)
+    store.beat(proc, ttl_ms=30_000)
+    # then it is alive well past its own 30 s
+    aging_clock.advance(25)
+    assert acquire(store, run_id, holder(store, "tok-2"), now=NOW + 1)[0] == "busy"
+    # while a parent's beat for a process that never beat creates nothing
+    ghost = f"proc-{new_id()}"
+    store.beat(ghost, ttl_ms=30_000)
+    other, _ = leased(store, token=f"tok@{ghost}")
+    assert acquire(store, other, holder(store, "tok-3"), now=NOW + 1)[0] == "ok"
+
+
+def test_waiters_registered_before_suspending_are_found_and_fenced(store) -> None:
+    # given a held run that registers its wait's waiter before suspending
+    run_id, token = leased(store)
+    w = waiter(run_id)
+    assert store.begin_wait(run_id, token, "wait", wait_step(NOW + 60_000), (w,)) is True
+    # then an event finds it at once, and resolving it completes the waiting state
+    assert unstamped(store.find_waiters(w.event_name, {})) == [w]
+    assert store.resolve_step(run_id, "wait", {"status": "completed", "result": 7},
+                              wake_at=NOW + 1) is True
+    assert store.load_run(run_id).steps["wait"] == {**wait_step(NOW + 60_000),
+                                                     "status": "completed", "result": 7}
+    # and a holder replaced meanwhile registers nothing
+    stale = holder(store, "stale")
+    assert store.begin_wait(run_id, stale, "other", wait_step(), (waiter(run_id, "other"),)) is (
+        False)

@@ -75,7 +75,7 @@ def test_a_process_that_stops_beating_is_dead_after_its_ttl(store, aging_clock):
 
     create(store, run_id)
     proc = f"proc-{new_id()}"
-    store.beat(proc, ttl_ms=30_000)
+    store.beat(proc, ttl_ms=30_000, holding=[])
     acquire(store, run_id, f"tok@{proc}", now=NOW, lease_ms=LEASE_MS)
     # while it beats, another worker finds the run busy
     aging_clock.advance(29)
