@@ -10,6 +10,7 @@ from celery import Celery
 from celery_steps import (
     CancelOn,
     CelerySteps,
+    Concurrency,
     ConfigurationError,
     Context,
     TriggerEvent,
@@ -120,3 +121,29 @@ def test_a_duplicate_function_id_is_rejected() -> None:
 
     with pytest.raises(ConfigurationError, match="declared twice"):
         steps.function(id="dup", trigger="t/y")(lambda ctx: None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"cancel_on": [CancelOn("t/y", if_exp="")]}, "if_exp of cancel_on.*empty"),
+        ({"cancel_on": [CancelOn("t/y", if_exp="   ")]}, "empty"),
+        ({"cancel_on": [CancelOn("t/y", match="")]}, "cancel_on.*match"),
+        ({"cancel_on": [CancelOn("t/y", match="data.")]}, "cancel_on.*match"),
+        ({"cancel_on": [CancelOn("t/y", match="event.data.id")]}, "cancel_on.*match"),
+        ({"trigger": TriggerEvent("t/x", if_exp="")}, "if_exp.*empty"),
+        ({"idempotency": ""}, "idempotency.*empty"),
+        ({"concurrency": Concurrency(1, key="")}, "concurrency.key.*empty"),
+    ],
+)
+def test_empty_or_invalid_expressions_are_refused_naming_the_function(
+    kwargs: dict[str, Any], problem: str
+) -> None:
+    # given a function declaration with an empty or broken expression
+    steps = CelerySteps(app_with(steps_store_url="memory://"))
+    declaration = {"id": "named-fn", "trigger": "t/x", **kwargs}
+
+    # then it is refused at decoration time, and the error names the function
+    with pytest.raises(ConfigurationError, match=problem) as refused:
+        steps.function(**declaration)(lambda ctx: None)
+    assert "'named-fn'" in str(refused.value)
