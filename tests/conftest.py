@@ -24,6 +24,7 @@ import pytest
 from celery_steps.clock import FakeClock
 from celery_steps.store.memory import MemoryStore
 from celery_steps.store.redis import RedisStore
+from tests.servers import RabbitMQServer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ("celery.contrib.pytest",)
@@ -112,6 +113,26 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """A real RabbitMQ broker, started once for the session when a test asks for it."""
+    try:
+        server = RabbitMQServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
+    """The broker of an integration test: Redis, then RabbitMQ (the store stays on Redis)."""
+    if request.param == "redis":
+        return redis_server.url()
+    server: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
+    return server.url()
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ def overlapping(label: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def steps(redis_server: RedisServer) -> Iterator[CelerySteps]:
-    app, ext = redis_app(redis_server.url())
+def steps(redis_server: RedisServer, broker_url: str) -> Iterator[CelerySteps]:
+    app, ext = redis_app(redis_server.url(), broker_url)
 
     @app.task(name="tests.legacy_add", shared=False)
     def legacy_add(x: int, y: int) -> int:

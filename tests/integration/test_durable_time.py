@@ -25,10 +25,10 @@ def counter(server: RedisServer, ns: str) -> Any:
 
 
 def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
-    redis_server: RedisServer,
+    redis_server: RedisServer, broker_url: str,
 ) -> None:
     # given a broker that would redeliver any unacked message after one second
-    app, steps = redis_app(redis_server.url(),
+    app, steps = redis_app(redis_server.url(), broker_url,
                            broker_transport_options={"visibility_timeout": 1})
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
@@ -54,16 +54,16 @@ def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
 
 
 def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
-    redis_server: RedisServer,
+    redis_server: RedisServer, broker_url: str,
 ) -> None:
-    app, steps = redis_app(redis_server.url())
+    app, steps = redis_app(redis_server.url(), broker_url)
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
 
     @steps.function(id="sleeper", trigger="t/sleeper")
     def sleeper(ctx: Context) -> int:
         ctx.step.run("before", lambda: bump("sleeper-before"))
-        ctx.step.sleep("nap", "1s")
+        ctx.step.sleep("nap", "3s")
         return int(ctx.step.run("after", lambda: bump("sleeper-after")))
 
     @steps.function(id="waiter", trigger="t/waiter")
@@ -79,10 +79,11 @@ def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
         sleeping = steps.runs_for_event(steps.send("t/sleeper")[0])[0].id
         waiting = steps.runs_for_event(steps.send("t/waiter", data={"ticket": 4})[0])[0].id
         wait_until(lambda: steps.get_run(sleeping).status == "sleeping", message="sleeping")
+        slept_at = time.monotonic()
         wait_until(lambda: steps.get_run(waiting).status == "waiting", message="waiting")
 
     # when every worker is down past the wake time and the awaited event arrives meanwhile
-    time.sleep(1.5)
+    time.sleep(max(0.0, slept_at + 3.5 - time.monotonic()))
     steps.send("t/reply", data={"ticket": 4, "text": "thanks"})
     assert steps.get_run(sleeping).status == "sleeping"
 
@@ -98,9 +99,9 @@ def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
 
 
 def test_one_event_resumes_its_waiter_among_many_in_constant_lookups(
-    redis_server: RedisServer,
+    redis_server: RedisServer, broker_url: str,
 ) -> None:
-    app, steps = redis_app(redis_server.url())
+    app, steps = redis_app(redis_server.url(), broker_url)
 
     @steps.function(id="many", trigger="t/many")
     def many(ctx: Context) -> Any:

@@ -11,9 +11,9 @@ from tests.integration.apps import redis_app, running_worker
 
 
 def test_a_concurrency_limit_of_one_runs_one_execution_at_a_time(
-    redis_server: RedisServer,
+    redis_server: RedisServer, broker_url: str,
 ) -> None:
-    app, steps = redis_app(redis_server.url())
+    app, steps = redis_app(redis_server.url(), broker_url)
     lock = threading.Lock()
     active = {"now": 0, "peak": 0}
 
@@ -38,8 +38,10 @@ def test_a_concurrency_limit_of_one_runs_one_execution_at_a_time(
     assert active["peak"] == 1
 
 
-def test_batched_events_reach_one_run_on_a_real_worker(redis_server: RedisServer) -> None:
-    app, steps = redis_app(redis_server.url())
+def test_batched_events_reach_one_run_on_a_real_worker(
+    redis_server: RedisServer, broker_url: str,
+) -> None:
+    app, steps = redis_app(redis_server.url(), broker_url)
 
     @steps.function(id="batch", trigger="t/batch", batch_events=BatchEvents(4, "1m"))
     def batch(ctx: Context) -> list[int]:

@@ -73,9 +73,10 @@ def declare(steps: CelerySteps, admin: redis.Redis) -> None:
 
 
 @pytest.fixture(scope="module")
-def steps(redis_server: RedisServer) -> Iterator[CelerySteps]:
+def steps(redis_server: RedisServer, broker_url: str) -> Iterator[CelerySteps]:
+    CALLS.clear()  # the module runs once per broker
     admin = redis.Redis.from_url(redis_server.url())
-    app, ext = redis_app(redis_server.url(), steps_lease_ttl=2.0)
+    app, ext = redis_app(redis_server.url(), broker_url, steps_lease_ttl=2.0)
     declare(ext, admin)
     with running_worker(app):
         yield ext
