@@ -8,7 +8,7 @@ from typing import Any
 from celery_steps.errors import ConfigurationError
 from celery_steps.jsonshape import DEFAULT_MAX_DEPTH
 
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://")
 # Deeper values reach recursion limits on the way (Python's json and copy, Lua's cjson).
 MAX_JSON_DEPTH_SETTING = 200
 
@@ -18,6 +18,9 @@ class Settings:
     """Every setting with its default. ``steps_<name>`` in ``app.conf`` overrides each."""
 
     store_url: str | None = None
+    # redis-py / Sentinel options of the store, as Celery's broker_transport_options take
+    # them: {"master_name": "mymaster", "sentinel_kwargs": {...}, ...}
+    store_transport_options: dict[str, Any] | None = None
     namespace: str = "celery_steps"
     event_max_bytes: int = 512 * 1024
     retry_backoff_base: float = 1.0
@@ -71,6 +74,19 @@ class Settings:
                 f"setting steps_namespace must be a non-empty string without braces, "
                 f"got {self.namespace!r}"
             )
+
+
+def store_transport_options(url: str, conf: Any) -> dict[str, Any]:
+    """The store's transport options: ``steps_store_transport_options``, else those Celery
+    has for the result backend or broker the store URL was taken from."""
+    configured = conf.get("steps_store_transport_options")
+    if configured:
+        return dict(configured)
+    for setting, options in (("result_backend", "result_backend_transport_options"),
+                             ("broker_url", "broker_transport_options")):
+        if conf.get(setting) == url:
+            return dict(conf.get(options) or {})
+    return {}
 
 
 def resolve_store_url(explicit: str | None, conf: Any) -> str:

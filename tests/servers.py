@@ -78,3 +78,62 @@ class RabbitMQServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelSet:
+    """A Redis master, one replica and three Sentinels watching them as ``mymaster``."""
+
+    master_name = "mymaster"
+
+    def __init__(self, redis_server_exe: str) -> None:
+        self.exe = redis_server_exe
+        self.dir = tempfile.mkdtemp(prefix="steps-sentinel-")
+        self.master_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._redis(self.master_port)
+        self._redis(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
+        for port in self.sentinel_ports:
+            conf = Path(self.dir) / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 5000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n")
+            self._start(port, [self.exe, str(conf), "--sentinel"])
+
+    def _redis(self, port: int, *extra: str) -> None:
+        self._start(port, [self.exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", self.dir, *extra])
+
+    def _start(self, port: int, argv: list[str]) -> None:
+        self.procs[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+        wait_for_port(port, f"redis on {port}", timeout=10)
+
+    def url(self) -> str:
+        """The store URL, Celery's form: every sentinel, joined by ';'."""
+        return ";".join(f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def master_port_now(self) -> int:
+        """The port of the master the sentinels name now."""
+        import redis
+
+        client = redis.Redis(port=self.sentinel_ports[0])
+        try:
+            _, port = client.sentinel_get_master_addr_by_name(self.master_name)
+            return int(port)
+        finally:
+            client.close()
+
+    def kill_master(self) -> None:
+        self.procs[self.master_port].kill()
+        self.procs[self.master_port].wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -30,7 +30,7 @@ from celery_steps.faults import crash_point
 from celery_steps.functions import Function, Registry
 from celery_steps.runtime.ports import Transport
 from celery_steps.runtime.runs import new_run, run_id_for
-from celery_steps.settings import Settings, resolve_store_url
+from celery_steps.settings import Settings, resolve_store_url, store_transport_options
 from celery_steps.store import open_store
 from celery_steps.store.base import RESUME_SAFETY_MS, NewRun, Outcome, RunRecord, StateStore
 
@@ -70,8 +70,9 @@ class Lifecycle:
                     url = resolve_store_url(self._store_url, self.conf)
                     shared = self._store is not None and url.startswith("memory://")
                     if not shared:
-                        self._store = open_store(url, namespace=self.settings.namespace,
-                                                 clock=self.clock)
+                        self._store = open_store(
+                            url, namespace=self.settings.namespace, clock=self.clock,
+                            options=store_transport_options(url, self.conf))
                         self._store.register_functions(list(self.registry.by_id))
                     self._store_pid = os.getpid()
         assert self._store is not None

@@ -68,9 +68,11 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -78,8 +80,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from celery_steps.errors import StoreEvictionError
+from celery_steps.errors import ConfigurationError, StoreEvictionError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
     BUSY_MARGIN_MS,
@@ -122,6 +125,41 @@ def _dumps(value: Any) -> str:
 def _compact(event: dict[str, Any]) -> dict[str, Any]:
     """An event as stored with a run: null fields left out (the model restores them)."""
     return {k: v for k, v in event.items() if v is not None}
+
+
+def sentinel_client(url: str, options: dict[str, Any],
+                    resilient: dict[str, Any]) -> redis.Redis:
+    """A client of the master that Sentinel names, following it through failovers.
+
+    ``url`` is Celery's form, ``sentinel://[:password@]host:port[/db]``, several joined by
+    ``;``; ``options`` are Celery's transport options: ``master_name`` (required),
+    ``sentinel_kwargs`` (for the sentinels themselves), and connection options such as
+    ``password`` or ``ssl``."""
+    master = options.pop("master_name", None)
+    if not master:
+        raise ConfigurationError(
+            "a sentinel:// store URL needs the name of the master: set "
+            "steps_store_transport_options = {'master_name': 'mymaster'} (Celery's "
+            "broker_transport_options are used when the store is the broker)")
+    hosts: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in url.split(";"):
+        parsed = urlparse(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ConfigurationError(
+                f"invalid sentinel URL {part.strip()!r}: use sentinel://host:26379, several "
+                "joined by ';'")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        password = parsed.password or password
+        if parsed.path.strip("/").isdigit():
+            db = int(parsed.path.strip("/"))
+    sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
+    options.setdefault("password", password)
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **{  # type: ignore[no-untyped-call]
+        k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")})
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master, db=db, **resilient, **options)
+    return client
 
 
 def _s(value: Any) -> str:
@@ -210,15 +248,21 @@ class RedisStore(StateStore):
             self.guard.check()
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "celery_steps") -> RedisStore:
+    def from_url(cls, url: str, *, namespace: str = "celery_steps",
+                 options: Mapping[str, Any] | None = None) -> RedisStore:
+        """A store on ``url``. Every client retries a dropped connection (a restart, a
+        failover) for about 15 s; each script is safe to run twice, so a retry after a
+        lost reply changes nothing."""
+        resilient: dict[str, Any] = {
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "health_check_interval": 30,
+        }
+        if url.startswith("sentinel://"):
+            return cls(sentinel_client(url, dict(options or {}), resilient), namespace=namespace)
         if url.startswith("redis+socket://"):
             url = "unix://" + url[len("redis+socket://"):]
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
-        client = redis.Redis.from_url(
-            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            health_check_interval=30,
-        )
-        return cls(client, namespace=namespace)
+        return cls(redis.Redis.from_url(url, **resilient), namespace=namespace)
 
     # -- keys -----------------------------------------------------------------------------
     def run_key(self, run_id: str) -> str:
