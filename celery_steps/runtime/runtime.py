@@ -27,6 +27,8 @@ from celery_steps.store.base import RunRecord
 from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
+# wait_for_run looks again at least this often (a clock jump, a store outage)
+WAIT_SLICE_S = 5.0
 
 
 class Runtime(Lifecycle):
@@ -139,17 +141,17 @@ class Runtime(Lifecycle):
             delay = min(delay * 2, 0.1)
 
     def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
-        """Return the run once it has ended; TimeoutError if it has not within ``timeout``."""
+        """Return the run once it has ended; TimeoutError if it has not within ``timeout``.
+        Blocks until the store says the run ended (no polling)."""
         deadline = time.monotonic() + timeout
-        delay = 0.005
         while True:
             run = self.get_run(run_id)
             if run.ended:
                 return run
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"run {run_id} has not ended after {timeout}s ({run.status})")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            self.store.wait_ended(run_id, min(left, WAIT_SLICE_S))
 
     def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
                   before: str | None = None) -> list[Run]:

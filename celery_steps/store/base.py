@@ -268,6 +268,10 @@ class StateStore(abc.ABC):
         """End the run for the holder, arm its outbox, expire it after the retention."""
 
     @abc.abstractmethod
+    def wait_ended(self, run_id: str, timeout: float) -> None:
+        """Block until the run has ended or ``timeout`` seconds passed (callers check)."""
+
+    @abc.abstractmethod
     def notified(self, run_id: str) -> None:
         """What follows the run's end was done: clear its outbox and its timer."""
 

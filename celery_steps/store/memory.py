@@ -59,6 +59,7 @@ class MemoryStore(StateStore):
         self._clock = clock or Clock()
         self._lock = threading.RLock()
         self._signal = threading.Condition(self._lock)
+        self._ended = threading.Condition(self._lock)  # a run ended (wait_for_run)
         self._events: dict[str, tuple[str, int]] = {}  # id -> (envelope, expires at)
         self._routed: dict[str, tuple[list[str], int]] = {}
         self._runs: dict[str, _Run] = {}
@@ -319,6 +320,12 @@ class MemoryStore(StateStore):
             self._end(entry, outcome, retention_ms)
             return True
 
+    def wait_ended(self, run_id: str, timeout: float) -> None:
+        with self._ended:
+            entry = self._entry(run_id)
+            if entry is not None and entry.record.status not in ENDED:
+                self._ended.wait(timeout)
+
     def notified(self, run_id: str) -> None:
         with self._lock:
             entry = self._entry(run_id)
@@ -572,6 +579,7 @@ class MemoryStore(StateStore):
         # the outbox: until the runtime confirms the notifications, this timer retries them
         self._schedule(self._run_member(entry), outcome.ended_at + NOTIFY_SAFETY_MS)
         entry.expires_at = self._now() + retention_ms
+        self._ended.notify_all()
 
     @staticmethod
     def _run_member(entry: _Run) -> str:

@@ -26,6 +26,8 @@ key                                             type    content
 ``<ns>:run:{<run_id>}:events``                  string  the triggering events (JSON list); kept
                                                         out of the metadata hash so that hash
                                                         stays a compact listpack
+``<ns>:run:{<run_id>}:done``                    list    pushed when the run ends (wait_for_run
+                                                        blocks on it)
 ``<ns>:run:{<run_id>}:eids``                    set     event ids a debounce/batch run collected
 ``<ns>:proc:<proc>``                            string  a live worker process (PX lease TTL),
                                                         refreshed by its heartbeat: the timer
@@ -503,10 +505,16 @@ class RedisStore(StateStore):
     def finish(self, run_id: str, holder: str, outcome: Outcome, *, retention_ms: int) -> bool:
         meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
         return bool(self._scripts["finish"](
-            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key],
+            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key,
+                  meta_key + ":done"],
             args=[holder, outcome.status, outcome.ended_at, outcome.output_json or "",
                   _dumps(outcome.error) if outcome.error else "", retention_ms, run_id,
                   outcome.ended_at + NOTIFY_SAFETY_MS]))
+
+    def wait_ended(self, run_id: str, timeout: float) -> None:
+        # non-destructive: the element is moved to where it was, so every waiter sees it
+        done = self.run_key(run_id) + ":done"
+        self.r.blmove(done, done, max(0.01, timeout), "RIGHT", "LEFT")  # type: ignore[arg-type]
 
     def notified(self, run_id: str) -> None:
         self._scripts["notified"](keys=[self.run_key(run_id), self.timers_key], args=[run_id])
@@ -517,7 +525,8 @@ class RedisStore(StateStore):
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
         reply = self._scripts["cancel"](
-            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key],
+            keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key,
+                  meta_key + ":done"],
             args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms, run_id,
                   now + NOTIFY_SAFETY_MS])
         return None if reply is None else _s(reply)

@@ -6,6 +6,7 @@ Runs on every store (the ``store`` fixture is parametrized over memory and redis
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from celery_steps.store.base import (
     Outcome,
     Suspension,
 )
+from tests.conftest import wait_until
 from tests.store._support import (
     FUNCTION,
     LEASE_MS,
@@ -26,6 +28,7 @@ from tests.store._support import (
     acquire_branch,
     assert_due_exactly_at,
     assert_not_scheduled,
+    blocked_waiters,
     claimed,
     create,
     finished,
@@ -694,3 +697,33 @@ def test_waiters_registered_before_suspending_are_found_and_fenced(store) -> Non
     stale = holder(store, "stale")
     assert store.begin_wait(run_id, stale, "other", wait_step(), (waiter(run_id, "other"),)) is (
         False)
+
+
+@pytest.mark.parametrize("end", ["finish", "cancel"])
+def test_wait_ended_returns_as_soon_as_the_run_ends(store, end) -> None:
+    import threading
+
+    # given a waiter blocked on a running run
+    run_id, token = leased(store)
+    returned: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        store.wait_ended(run_id, 10.0)
+        returned.append(time.monotonic() - started)
+
+    waiter_thread = threading.Thread(target=wait)
+    waiter_thread.start()
+    wait_until(lambda: blocked_waiters(store, on="ended") == 1, message="the waiter to block")
+    # when the run ends
+    if end == "finish":
+        store.finish(run_id, token, Outcome("completed", NOW + 5, "1"), retention_ms=RETENTION_MS)
+    else:
+        store.cancel(run_id, now=NOW + 5, reason="stop", retention_ms=RETENTION_MS)
+    waiter_thread.join(5)
+    # then the waiter was told at once, not after its timeout
+    assert returned and returned[0] < 2.0
+    # and a later waiter on the ended run returns at once too
+    started = time.monotonic()
+    store.wait_ended(run_id, 10.0)
+    assert time.monotonic() - started < 1.0

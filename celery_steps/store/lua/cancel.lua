@@ -1,4 +1,4 @@
--- KEYS: run, steps, timers, signal, events, eids
+-- KEYS: run, steps, timers, signal, events, eids, done
 -- ARGV: now, error, retention, run id, notify due
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
@@ -9,5 +9,6 @@ redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop')
 drop_waiters(KEYS[1], nil)
 free_gate(KEYS[1], ARGV[4])
 schedule(KEYS[3], KEYS[4], member_of(KEYS[1], ARGV[4]), ARGV[5])
-expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6]}, ARGV[3])
+redis.call('RPUSH', KEYS[7], 'cancelled')  -- tells wait_for_run
+expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]}, ARGV[3])
 return status

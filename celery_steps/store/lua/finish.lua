@@ -1,4 +1,4 @@
--- KEYS: run, steps, timers, signal, events, eids
+-- KEYS: run, steps, timers, signal, events, eids, done
 -- ARGV: holder, status, ended_at, output, error, retention, run id, notify due
 if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
   -- A retried call after a lost reply: the run already ended exactly so.
@@ -18,5 +18,6 @@ drop_waiters(KEYS[1], nil)
 free_gate(KEYS[1], ARGV[7])
 -- the outbox: until the runtime confirms the notifications, this timer retries them
 schedule(KEYS[3], KEYS[4], member_of(KEYS[1], ARGV[7]), ARGV[8])
-expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6]}, ARGV[6])
+redis.call('RPUSH', KEYS[7], ARGV[2])  -- tells wait_for_run
+expire_run({KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]}, ARGV[6])
 return 1
