@@ -32,6 +32,9 @@ class Settings:
     route_sweep_after: float = 120.0
     timer_poller: bool = True
     timer_batch: int = 500
+    # False: a sent event's routing and an invoked run's start are published by the workers'
+    # timer pollers (the caller only writes to the store: one round trip); True: by the caller
+    publish_from_client: bool = False
     wait_max_timeout: float = 366 * 24 * 3600.0
     step_max_bytes: int = 4 * 1024 * 1024
     run_max_steps: int = 1000

@@ -47,6 +47,9 @@ class CeleryPublisher:
 class CeleryTransport(CeleryPublisher):
     """:class:`~celery_steps.runtime.ports.Transport` on a Celery app."""
 
+    def inline(self) -> bool:
+        return bool(self.app.conf.task_always_eager)
+
     @contextmanager
     def batch(self) -> Iterator[CeleryPublisher]:
         """One broker producer for many messages (eager mode publishes nothing)."""

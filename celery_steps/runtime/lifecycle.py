@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from celery_steps.clock import Clock
@@ -32,7 +33,14 @@ from celery_steps.runtime.ports import Transport
 from celery_steps.runtime.runs import new_run, run_id_for
 from celery_steps.settings import Settings, resolve_store_url, store_transport_options
 from celery_steps.store import open_store
-from celery_steps.store.base import RESUME_SAFETY_MS, NewRun, Outcome, RunRecord, StateStore
+from celery_steps.store.base import (
+    RESUME_SAFETY_MS,
+    EventWrite,
+    NewRun,
+    Outcome,
+    RunRecord,
+    StateStore,
+)
 
 log = logging.getLogger("celery_steps")
 
@@ -121,23 +129,40 @@ class Lifecycle:
         ids = [event.id for event, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEventError("the same event id appears twice in one send")
-        for event, payload in encoded:
-            if self._store_event(event, payload, now):
-                crash_point("accept.after_put_event", event.name)
-                if event.ts <= now + 1000:
-                    self._publish_route(event.id)
-            else:
+        publish = self.publishes()
+        stored = self.store.put_events([self._event_write(event, payload, now, publish)
+                                        for event, payload in encoded])
+        for (event, _), fresh in zip(encoded, stored, strict=True):
+            if not fresh:
                 log.info("event %s was already sent in the dedupe window; ignored", event.id)
+                continue
+            crash_point("accept.after_put_event", event.name)
+            if publish and event.ts <= now + 1000:
+                self._publish_route(event.id)
         return ids
 
+    def publishes(self) -> bool:
+        """Whether this process publishes new routings and starts itself, rather than leave
+        them to the workers' timer pollers (``steps_publish_from_client``; eager mode)."""
+        return bool(self.settings.publish_from_client) or self.transport.inline()
+
     def _store_event(self, event: Event, payload: str, now: int) -> bool:
-        """Store an event with its routing timer: at ``ts`` for a delayed event (kept the
-        dedupe window past it), else a sweep in case the routing message is lost."""
+        [fresh] = self.store.put_events([self._event_write(event, payload, now, True)])
+        return fresh
+
+    def _event_write(self, event: Event, payload: str, now: int,
+                     publish: bool) -> EventWrite:
+        """An event with its routing timer: at ``ts`` for a delayed event (kept the dedupe
+        window past it); now when the pollers publish its routing; else a sweep in case the
+        routing message this process publishes is lost."""
         delay = max(0, event.ts - now) if event.ts > now + 1000 else 0
-        route_at = now + delay if delay else now + int(float(self.settings.route_sweep_after)
-                                                       * 1000)
-        return self.store.put_event(event.id, payload, route_at=route_at,
-                                    ttl_ms=self.event_ttl_ms + delay)
+        if delay:
+            route_at = now + delay
+        elif publish:
+            route_at = now + int(float(self.settings.route_sweep_after) * 1000)
+        else:
+            route_at = now
+        return EventWrite(event.id, payload, route_at, self.event_ttl_ms + delay)
 
     def _publish_route(self, event_id: str) -> None:
         try:
@@ -166,11 +191,14 @@ class Lifecycle:
                            pending: str | None = None) -> None:
         """Create a run and send its start; a delayed start (throttle, debounce, batch) waits
         on its timer instead."""
-        run = new_run(self.clock.now_ms(), self.settings, fn, run_id, events, parent,
-                      start_in_ms, pending)
+        now = self.clock.now_ms()
+        publish = self.publishes()
+        run = new_run(now, self.settings, fn, run_id, events, parent, start_in_ms, pending)
+        if not publish and start_in_ms <= 0:
+            run = replace(run, start_by=now)  # the timer pollers start it (no publish here)
         if not self.store.create_run(run):
             return  # routed before: started then, or its start watchdog starts it
-        if start_in_ms > 0:
+        if start_in_ms > 0 or not publish:
             return
         try:
             self.enqueue(fn.id, run_id)
@@ -185,11 +213,13 @@ class Lifecycle:
         event = Event(name=FUNCTION_INVOKED, data=dict(data or {}), id=f"invoke-{run_id}", ts=now)
         validate_event(event, max_bytes=int(self.settings.event_max_bytes),
                        max_depth=self.settings.json_max_depth, allow_internal=True)
-        watchdog = now + int(float(self.settings.start_watchdog) * 1000)
+        publish = self.publishes()
+        watchdog = now + (int(float(self.settings.start_watchdog) * 1000) if publish else 0)
         self.store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event.id],
                                      created_at=now, events=[event.model_dump()], parent=parent,
                                      start_by=watchdog))
-        self.enqueue(function_id, run_id)
+        if publish:
+            self.enqueue(function_id, run_id)
 
     def enqueue(self, function_id: str, run_id: str) -> None:
         """Send the task that executes (or resumes) a run, with no ETA."""

@@ -31,6 +31,10 @@ class Transport(Publisher, Protocol):
     def batch(self) -> AbstractContextManager[Publisher]:
         """A publisher that reuses one broker connection for many messages."""
 
+    def inline(self) -> bool:
+        """True when publishing runs the task at once, in this process (Celery's eager mode):
+        then everything must be published, not left to a timer poller."""
+
     def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,
                   task_id: str, reply_to: tuple[str, str, str]) -> None:
         """Send a user's Celery task for ``ctx.step.run_task``; when it ends, its result (or

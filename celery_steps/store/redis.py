@@ -93,6 +93,7 @@ from celery_steps.store.base import (
     NOTIFY_SAFETY_MS,
     SINGLETON_CLAIM_MS,
     AcquireStatus,
+    EventWrite,
     GateTaken,
     NewRun,
     Outcome,
@@ -306,6 +307,20 @@ class RedisStore(StateStore):
         return bool(self._scripts["put_event"](
             keys=[self._event_key(event_id), self.timers_key, self.signal_key],
             args=[event_json, ttl_ms, route_at, f"e|{event_id}"]))
+
+    def put_events(self, writes: list[EventWrite]) -> list[bool]:
+        if len(writes) == 1:
+            w = writes[0]
+            return [self.put_event(w.event_id, w.event_json, route_at=w.route_at,
+                                   ttl_ms=w.ttl_ms)]
+        self.guard.check()
+        script = self._scripts["put_event"].inner
+        with self.r.pipeline(transaction=False) as pipe:
+            for w in writes:
+                script(keys=[self._event_key(w.event_id), self.timers_key, self.signal_key],
+                       args=[w.event_json, w.ttl_ms, w.route_at, f"e|{w.event_id}"],
+                       client=pipe)
+            return [bool(reply) for reply in pipe.execute()]
 
     def get_event(self, event_id: str) -> str | None:
         raw = self.r.get(self._event_key(event_id))
