@@ -11,13 +11,17 @@ timer with the event or run, in the same round trip.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.ports import Publisher
 
 log = logging.getLogger("celery_steps.poller")
 MAX_IDLE_WAIT = 1.0
+SWEEP_EVERY_S = 600.0  # how often a poller trims the indexes of expired runs
+SWEEP_LIMIT = 1000
 LOCAL_WAIT = 0.1
 REDO_MS = 30_000
 
@@ -90,9 +94,20 @@ class TimerPoller:
         except Exception:
             log.debug("could not signal pollers", exc_info=True)
 
+    def sweep_once(self) -> int:
+        """Trim the run indexes of runs that expired after the retention."""
+        life = self._life
+        retention = int(float(life.settings.run_retention) * 1000)
+        return life.store.sweep(now=life.clock.now_ms(), older_than_ms=retention,
+                                limit=SWEEP_LIMIT)
+
     def _loop(self) -> None:
+        swept_at = time.monotonic() - SWEEP_EVERY_S * random.random()  # spread the pollers
         while not self._stop.is_set():
             try:
+                if time.monotonic() - swept_at >= SWEEP_EVERY_S:
+                    swept_at = time.monotonic()
+                    self.sweep_once()
                 poll_once(self._life)
                 store = self._life.store
                 due = store.next_due()

@@ -397,5 +397,11 @@ class StateStore(abc.ABC):
         """Wake a poller blocked in :meth:`wait_for_signal` (at least one; e.g. after a clock
         jump). Pollers not woken still wake within their own timeout."""
 
+    # -- housekeeping -------------------------------------------------------------------
+    @abc.abstractmethod
+    def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
+        """Drop index entries of runs that expired (created more than ``older_than_ms`` ago
+        and gone); at most ``limit`` per index. Returns how many were dropped."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections."""

@@ -544,6 +544,16 @@ class MemoryStore(StateStore):
         with self._signal:
             self._signal.notify_all()
 
+    # -- housekeeping -------------------------------------------------------------------
+    def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
+        with self._lock:
+            before = len(self._runs)
+            for run_id in list(self._runs):
+                self._entry(run_id)  # drops it when it expired
+            for gate in [g for g, holders in self._holders.items() if not holders]:
+                del self._holders[gate]
+            return before - len(self._runs)
+
     def timer_members(self) -> dict[str, int]:
         """A copy of every pending timer (for tests and the testing helpers)."""
         with self._lock:

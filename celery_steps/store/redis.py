@@ -57,8 +57,14 @@ key                                             type    content
 ``<ns>:w:<event_name>:paths``                   set     match paths in use for that event name
 ==============================================  ======  =========================================
 
-Ended runs expire after ``steps_run_retention``; the run indexes are trimmed lazily when a
-listed run is found expired.
+What expires: ended runs (every key of the run) after ``steps_run_retention``; events after
+the dedupe window (past their due time when delayed); routing records with their event;
+process keys after ``steps_lease_ttl`` unless beaten; rate and throttle gates after their
+period; ``run_task`` start marks after the retention. What is trimmed: the per-function run
+indexes, by a timer poller's sweep every 10 minutes (entries of runs that expired), and the
+host process registries, when a worker reaps a dead process. What stays, bounded by the code
+rather than by the data: the function sets, the one-element timer signal, and per event
+name the set of ``match`` paths in use (``tests/store/test_growth.py`` checks it).
 """
 
 from __future__ import annotations
@@ -671,6 +677,28 @@ class RedisStore(StateStore):
             pipe.lpush(self.signal_key, "1")
             pipe.ltrim(self.signal_key, 0, 0)
             pipe.execute()
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
+        functions_key = f"{self.ns}:runs:fns"
+        dropped = 0
+        for raw in self.r.smembers(functions_key):
+            function_id = _s(raw)
+            index = f"{self.ns}:runs:fn:{function_id}"
+            old = [_s(r) for r in self.r.zrangebyscore(index, "-inf", now - older_than_ms,
+                                                       start=0, num=limit)]
+            if old:
+                with self.r.pipeline(transaction=False) as pipe:
+                    for run_id in old:
+                        pipe.exists(self.run_key(run_id))
+                    alive = pipe.execute()
+                gone = [run_id for run_id, exists in zip(old, alive, strict=True) if not exists]
+                if gone:
+                    self.r.zrem(index, *gone)
+                    dropped += len(gone)
+            if not self.r.exists(index):
+                self.r.srem(functions_key, function_id)
+        return dropped
 
     def close(self) -> None:
         self.r.close()
