@@ -18,6 +18,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def wait_for_port(port: int, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -133,6 +149,60 @@ class SentinelSet:
 
     def stop(self) -> None:
         for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A local Redis Cluster: ``masters`` masters (no replicas), slots spread over them."""
+
+    def __init__(self, redis_server_exe: str, masters: int = 3) -> None:
+        self.exe = redis_server_exe
+        self.dir = tempfile.mkdtemp(prefix="steps-cluster-")
+        self.ports = [free_cluster_port() for _ in range(masters)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            node_dir = Path(self.dir) / str(port)
+            node_dir.mkdir()
+            self.procs.append(subprocess.Popen(
+                [self.exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+                 "yes", "--cluster-config-file", f"nodes-{port}.conf", "--save", "",
+                 "--appendonly", "no", "--dir", str(node_dir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.ports:
+            wait_for_port(port, f"cluster node {port}", timeout=10)
+        cli = shutil.which("redis-cli") or str(Path(self.exe).with_name("redis-cli"))
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        self._wait_ok()
+
+    def _wait_ok(self, timeout: float = 30.0) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for port in self.ports:
+                client = redis.Redis(port=port)
+                try:
+                    states.append(client.cluster("info").get("cluster_state"))
+                finally:
+                    client.close()
+            if all(state == "ok" for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not reach state ok")
+
+    def url(self) -> str:
+        """The store URL: ``redis+cluster://`` with every node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
