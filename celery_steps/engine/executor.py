@@ -141,14 +141,20 @@ class Executor:
                       "another function: refused, nothing changed", function.id, run_id)
         if status != "ok" or run is None:
             return status
+        trace = start_execution(function.id, run_id, run.attempt, _trace_of(run))
+        outcome, error = "error", None
         try:
             run.crashes = crashes
             fields.attempt = run.attempt
-            outcome = self._replay(function, run, holder, branch=branch, fields=fields)
-        except Exception:
+            outcome = self._replay(function, run, holder, branch=branch, trace=trace,
+                                   fields=fields)
+        except Exception as exc:
+            error = exc
             store.release_branch(run_id, branch, holder)
             raise
-        # (a BaseException keeps the branch held: see execute)
+        finally:  # (a BaseException keeps the branch held: see execute)
+            if trace is not None:
+                trace.end(outcome, error)
         store.release_branch(run_id, branch, holder)
         return outcome
 
