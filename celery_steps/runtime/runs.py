@@ -11,6 +11,7 @@ from celery_steps.functions import Function
 from celery_steps.runtime.gates import concurrency_gate
 from celery_steps.settings import Settings
 from celery_steps.store.base import NewRun, Waiter
+from celery_steps.telemetry import run_trace
 
 
 def run_id_for(function_id: str, event_id: str) -> str:
@@ -22,7 +23,7 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
             events: list[dict[str, Any]], parent: dict[str, Any] | None = None,
             start_in_ms: int = 0, pending: str | None = None) -> NewRun:
     """A run record: its start watchdog (or delayed start), Timeouts deadlines, cancel_on
-    registrations and concurrency gate."""
+    registrations, concurrency gate and trace context."""
     start_by = now + int(float(settings.start_watchdog) * 1000)
     if start_in_ms > 0:
         start_by = now + start_in_ms
@@ -59,4 +60,5 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
         deadlines=deadlines,
         concurrency=concurrency_gate(settings.namespace, fn, trigger),
         pending=pending,
+        trace=run_trace(fn.id, run_id, events),
     )

@@ -92,6 +92,10 @@ class RunRecord:
     notify: bool = False
     # What the run's events and step states take in the store (JSON bytes).
     state_bytes: int = 0
+    # The run's W3C trace context (``traceparent``), set when it was created (tracing only).
+    trace: str | None = None
+    # (step key, since ms): the step.run its holder was executing at its last heartbeat.
+    running_step: tuple[str, int] | None = None
 
     @property
     def ended(self) -> bool:
@@ -152,6 +156,8 @@ class NewRun:
     concurrency: tuple[str, int] | None = None
     # A debounce/batch gate: the run collects that gate's events until it starts.
     pending: str | None = None
+    # The run's W3C trace context (``traceparent``), when tracing.
+    trace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,12 @@ class StateStore(abc.ABC):
         Suspending, finishing, releasing or cancelling frees the run's place in the gate."""
 
     @abc.abstractmethod
-    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
+              running: tuple[str, int] | None = None) -> bool:
         """While ``holder`` holds the run: push its timer (the watchdog) and its place in
-        the concurrency gate to ``now + lease_ms``. False once it no longer holds it."""
+        the concurrency gate to ``now + lease_ms``, and record the step it is executing
+        (``running``: step key, since ms; None: none), which ``save_step``, ``suspend``,
+        ``finish`` and ``release`` clear. False once it no longer holds it."""
 
     @abc.abstractmethod
     def beat(self, proc: str, *, ttl_ms: int, holding: list[str] | None = None) -> None:

@@ -147,6 +147,7 @@ class MemoryStore(StateStore):
                 parent=copy.deepcopy(run.parent),
                 events=copy.deepcopy(run.events),
                 deadlines=dict(run.deadlines),
+                trace=run.trace,
             )
             entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency,
                                               pending=run.pending,
@@ -222,11 +223,13 @@ class MemoryStore(StateStore):
             self._schedule(self._run_member(entry), now + lease_ms)
             return "ok", _measured(copy.deepcopy(record))
 
-    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
+              running: tuple[str, int] | None = None) -> bool:
         with self._lock:
             entry = self._held(run_id, holder)
             if entry is None or entry.record.status != "running":
                 return False
+            entry.record.running_step = running
             if entry.concurrency is not None:
                 holders = self._holders.get(entry.concurrency[0], {})
                 if run_id in holders:
@@ -280,6 +283,7 @@ class MemoryStore(StateStore):
                 return "exists", copy.deepcopy(current)
             entry.record.steps[step_key] = copy.deepcopy(state)
             entry.record.crashes = 0
+            entry.record.running_step = None
             return "ok", None
 
     def suspend(self, run_id: str, holder: str, suspension: Suspension) -> bool | None:
@@ -294,6 +298,7 @@ class MemoryStore(StateStore):
             if suspension.attempt is not None:
                 entry.record.attempt = suspension.attempt
             entry.record.crashes = 0
+            entry.record.running_step = None
             for waiter in suspension.waiters:
                 self._add_waiter(entry, waiter)
             if entry.wake:
@@ -338,6 +343,7 @@ class MemoryStore(StateStore):
             entry = self._held(run_id, holder)
             if entry is not None:
                 entry.holder = None
+                entry.record.running_step = None
                 self._free(entry)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
@@ -578,6 +584,7 @@ class MemoryStore(StateStore):
         record.ended_at = outcome.ended_at
         record.error = outcome.error
         record.crashes = 0
+        record.running_step = None
         record.notify = True
         if outcome.output_json is not None:
             record.output = json.loads(outcome.output_json)

@@ -21,6 +21,9 @@ key                                             type    content
                                                         crashes (dead holders since progress),
                                                         sop (last suspend's op id:result),
                                                         notify (the end's outbox is pending),
+                                                        trace (W3C traceparent, when tracing),
+                                                        cur (``<since>|<step>``: the step.run
+                                                        executing, as of its last heartbeat),
                                                         b:<step> (a parallel branch's holder)
 ``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
 ``<ns>:run:{<run_id>}:events``                  string  the triggering events (JSON list); kept
@@ -178,6 +181,14 @@ def _s(value: Any) -> str:
 def _pairs(flat: list[Any]) -> dict[Any, Any]:
     """A Lua HGETALL reply (a flat list) as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _running(raw: str | None) -> tuple[str, int] | None:
+    """The run hash's ``cur``: ``<since ms>|<step key>`` of the step executing now."""
+    if not raw:
+        return None
+    since, _, key = raw.partition("|")
+    return key, int(since)
 
 
 def _waiter(raw: bytes | str) -> Waiter:
@@ -360,7 +371,8 @@ class RedisStore(StateStore):
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
                   _dumps(run.deadlines) if run.deadlines else "",
                   f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else "",
-                  run.pending or "", _dumps(run.event_ids) if run.pending else ""]))
+                  run.pending or "", _dumps(run.event_ids) if run.pending else "",
+                  run.trace or ""]))
         if created < 0:
             raise GateTaken(run.pending)
         return bool(created)
@@ -397,6 +409,8 @@ class RedisStore(StateStore):
             events=event_list,
             steps={_s(k): json.loads(v) for k, v in steps.items()},
             state_bytes=len(events or b"") + sum(len(v) for v in steps.values()),
+            trace=m.get("trace"),
+            running_step=_running(m.get("cur")),
         )
 
     def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
@@ -462,10 +476,12 @@ class RedisStore(StateStore):
         function_id = self.r.hget(meta_key, "function_id")
         return None if function_id is None else self._member(_s(function_id), run_id)
 
-    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
+              running: tuple[str, int] | None = None) -> bool:
         return bool(self._scripts["renew"](
             keys=[self.run_key(run_id), self.timers_key],
-            args=[holder, now + lease_ms, run_id, now + lease_ms]))
+            args=[holder, now + lease_ms, run_id, now + lease_ms,
+                  "" if running is None else f"{running[1]}|{running[0]}"]))
 
     def _host_key(self, host: str) -> str:
         return f"{self.ns}:procs:{host}"

@@ -13,7 +13,7 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[3], 'notify', '1')
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'output', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
-redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop')
+redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop', 'cur')
 drop_waiters(KEYS[1], nil)
 free_gate(KEYS[1], ARGV[7])
 -- the outbox: until the runtime confirms the notifications, this timer retries them

@@ -10,7 +10,7 @@ if ARGV[4] ~= '' and not is_final(redis.call('HGET', KEYS[2], ARGV[4])) then
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'attempt', ARGV[6]) end
-redis.call('HDEL', KEYS[1], 'crashes')
+redis.call('HDEL', KEYS[1], 'crashes', 'cur')
 add_waiters(KEYS[1], ARGV[7])
 if redis.call('HGET', KEYS[1], 'wake') == '1' then
   redis.call('HSET', KEYS[1], 'wake', '0', 'sop', ARGV[9] .. ':1')
