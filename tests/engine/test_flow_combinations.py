@@ -81,7 +81,7 @@ def test_a_throttle_spaces_the_starts_of_batches(steps: CelerySteps, clock: Fake
 
     ids = [steps.send("t/row", data={"n": n})[0] for n in range(4)]
 
-    assert [r.status for r in steps.list_runs(function_id="bulk")] == ["queued", "completed"]
+    assert sorted(r.status for r in steps.list_runs(function_id="bulk")) == ["completed", "queued"]
     assert skipped(steps, ids[1])[0].reason == "batched"
     clock.advance(3600)
     poll_once(steps.runtime)
