@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,6 @@ from celery_steps.options import (
     TriggerEvent,
 )
 
-log = logging.getLogger("celery_steps.functions")
 FUNCTION_ID = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 EVENT_PATTERN = re.compile(r"[^\s*]+(/\*)?|\*")
 TASK_PREFIX = "celery_steps.fn."

@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import uuid
 from dataclasses import asdict
@@ -114,10 +113,10 @@ from celery_steps.store.redis_gates import (
 )
 from celery_steps.store.redis_guard import EvictionGuard, GuardedScript
 
-log = logging.getLogger("celery_steps.store")
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
            "suspend", "finish", "notified", "release", "cancel", "resolve_step", "claim_due",
            "ack_timers", "acquire_branch", "release_branch", "begin_wait", *GATE_SCRIPTS)
+
 
 def _load_scripts() -> dict[str, str]:
     folder = resources.files("celery_steps.store") / "lua"
