@@ -12,6 +12,11 @@ Keys of a concurrency gate ``G`` (named with a hash tag, see ``runtime/gates.py`
 waiting queue, scored by ``(began to wait - priority) * 1024 + arrival``), ``G:qx`` (zset:
 when each waiter is forgotten unless it asks again), ``G:qn`` (the arrival counter). A throttle
 gate ``T`` has ``T`` (string: GCRA theoretical arrival time) and the same three queue keys.
+
+Still crossing slots, for the Redis Cluster work to settle: ``join_pending`` and
+``claim_singleton`` read (and ``join_pending`` writes) a run's keys; ``create_run`` and
+``acquire`` set and clear a debounce/batch gate; and the run scripts schedule on the one
+timers key.
 """
 
 from __future__ import annotations
