@@ -16,13 +16,14 @@ from typing import IO, Any, TypeVar, get_args
 
 import click
 
+from celery_steps.clock import ms_to_datetime
 from celery_steps.doctor import failed, run_checks
-from celery_steps.errors import CeleryStepsError
+from celery_steps.errors import CeleryStepsError, RunNotFound
 from celery_steps.extension import EXTENSION_ATTR, CelerySteps
 from celery_steps.functions import Function
 from celery_steps.jsonshape import nesting_depth, too_deep
 from celery_steps.options import TriggerCron, TriggerEvent
-from celery_steps.runs import Run, RunStatus, StepRecord
+from celery_steps.runs import EventInfo, Run, RunStatus, StepRecord
 
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 JSON_META = "celery_steps.cli.json"
@@ -299,6 +300,35 @@ def format_run(run: Run, outputs: dict[str, Any] | None = None) -> str:
     return "\n".join([*lines, *tracebacks])
 
 
+def format_event(info: EventInfo, started: Sequence[tuple[str, Run | None]]) -> str:
+    """The event, the runs it started, and the matched functions that started none (why)."""
+    event = info.event
+    lines = [
+        f"event     {event.id}",
+        f"name      {event.name}",
+        f"sent      {format_time(ms_to_datetime(event.ts))}",
+        f"received  {format_time(info.received_at)}",
+        f"routed    {'yes' if info.routed else 'not yet'}",
+        f"data      {_short(event.data, 200)}",
+        "",
+    ]
+    if not info.routed:
+        lines.append("not routed yet: a worker has not handled this event")
+        return "\n".join(lines)
+    if started:
+        lines.append("runs started")
+        lines.append(table(["RUN", "FUNCTION", "STATUS"], [
+            [run_id, run.function_id if run else "-", run.status if run else "expired"]
+            for run_id, run in started]))
+    else:
+        lines.append("no run started")
+    if info.skipped:
+        lines.extend(["", "matched functions that started no run"])
+        lines.append(table(["FUNCTION", "REASON", "RUN"], [
+            [s.function_id, s.reason, s.run_id or "-"] for s in info.skipped]))
+    return "\n".join(lines)
+
+
 # -- commands --------------------------------------------------------------------------------
 @steps.command()
 @json_option
@@ -360,6 +390,24 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     run = _extension(ctx).get_run(run_id)
     outputs = {step.id: step.output for step in run.steps if step.status == "completed"}
     _emit(ctx, as_json, run_dict(run, outputs), lambda: format_run(run, outputs))
+
+
+@steps.command("show-event")
+@click.argument("event_id")
+@json_option
+@click.pass_context
+def show_event(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Show an event, the runs it started, and why matched functions started none."""
+    ext = _extension(ctx)
+    info = ext.get_event(event_id)
+    started: list[tuple[str, Run | None]] = []
+    if not (as_json or ctx.meta.get(JSON_META)):
+        for run_id in info.run_ids:
+            try:
+                started.append((run_id, ext.get_run(run_id)))
+            except RunNotFound:
+                started.append((run_id, None))
+    _emit(ctx, as_json, info.model_dump(mode="json"), lambda: format_event(info, started))
 
 
 @steps.command()

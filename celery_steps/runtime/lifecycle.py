@@ -188,23 +188,29 @@ class Lifecycle:
 
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
                            parent: dict[str, Any] | None = None, start_in_ms: int = 0,
-                           pending: str | None = None) -> None:
+                           pending: str | None = None) -> bool:
         """Create a run and send its start; a delayed start (throttle, debounce, batch) waits
-        on its timer instead."""
+        on its timer instead. False when a run with this id existed (nothing sent)."""
         now = self.clock.now_ms()
-        publish = self.publishes()
         run = new_run(now, self.settings, fn, run_id, events, parent, start_in_ms, pending)
+        # the timer pollers start it, unless this process publishes (or has a broker
+        # priority to give the message)
+        publish = self.publishes() or fn.flow.priority is not None
         if not publish and start_in_ms <= 0:
-            run = replace(run, start_by=now)  # the timer pollers start it (no publish here)
+            run = replace(run, start_by=now)
         if not self.store.create_run(run):
-            return  # routed before: started then, or its start watchdog starts it
+            return False  # routed before: started then, or its start watchdog starts it
         if start_in_ms > 0 or not publish:
-            return
+            return True
         try:
-            self.enqueue(fn.id, run_id)
+            if fn.flow.priority is not None:  # the broker's message priority, where it has one
+                self.transport.enqueue_run(fn.id, run_id, priority=int(run.priority_ms / 1000))
+            else:
+                self.enqueue(fn.id, run_id)
         except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later
             log.warning("could not publish the start of run %s; the watchdog will start it",
                         run_id, exc_info=True)
+        return True
 
     def create_remote(self, function_id: str, data: Any, parent: dict[str, Any],
                       run_id: str) -> None:

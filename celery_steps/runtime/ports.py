@@ -18,8 +18,10 @@ class Publisher(Protocol):
     def publish_route(self, event_id: str) -> None:
         """Send the task that routes a stored event."""
 
-    def enqueue_run(self, function_id: str, run_id: str) -> None:
-        """Send the task that executes (or resumes) a run, with no ETA."""
+    def enqueue_run(self, function_id: str, run_id: str, *, priority: int | None = None) -> None:
+        """Send the task that executes (or resumes) a run, with no ETA; ``priority`` (seconds,
+        -600..600, from the function's ``Priority``) becomes the broker's message priority
+        where the broker has them."""
 
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
         """Send the task that runs one ``ctx.step.parallel`` branch of a run."""

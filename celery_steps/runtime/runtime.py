@@ -20,7 +20,7 @@ from celery_steps.errors import EventNotFound, RunNotFound
 from celery_steps.events import Event, build_events
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
-from celery_steps.runs import EventInfo, Run
+from celery_steps.runs import EventInfo, Run, SkippedStart
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.routing import route_event
 from celery_steps.store.base import RunRecord
@@ -175,5 +175,7 @@ class Runtime(Lifecycle):
         run_ids = self.store.routed_runs(event_id)
         received = ms_to_datetime(int(envelope["received_at"]))
         assert received is not None
+        skipped = [SkippedStart(function_id=s.function_id, reason=s.reason, run_id=s.run_id)
+                   for s in self.store.skipped_starts(event_id)] if run_ids is not None else []
         return EventInfo(event=Event.model_validate(envelope["event"]), received_at=received,
-                         routed=run_ids is not None, run_ids=run_ids or [])
+                         routed=run_ids is not None, run_ids=run_ids or [], skipped=skipped)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,22 +19,25 @@ from celery_steps.runs import ENDED
 from celery_steps.store.base import (
     BUSY_MARGIN_MS,
     BUSY_RECHECK_MS,
-    CONCURRENCY_RETRY_MS,
     FINAL,
     NOTIFY_SAFETY_MS,
     SINGLETON_CLAIM_MS,
     AcquireStatus,
+    ConcurrencyGate,
     GateTaken,
     NewRun,
     Outcome,
     RunRecord,
     SaveStatus,
+    Skip,
     StateStore,
     Suspension,
+    ThrottleGate,
     Waiter,
     proc_host,
     proc_of,
 )
+from celery_steps.store.memory_gates import GateBook
 
 
 @dataclass
@@ -45,7 +47,10 @@ class _Run:
     wake: bool = False
     waiters: list[Waiter] = field(default_factory=list)
     expires_at: int | None = None
-    concurrency: tuple[str, int] | None = None
+    concurrency: tuple[ConcurrencyGate, ...] = ()
+    throttle: ThrottleGate | None = None  # until its first start
+    priority_ms: int = 0
+    started: bool = False  # it went through its gates once
     pending: str | None = None
     pending_since: int = 0
     event_ids: set[str] = field(default_factory=set)
@@ -62,15 +67,14 @@ class MemoryStore(StateStore):
         self._ended = threading.Condition(self._lock)  # a run ended (wait_for_run)
         self._events: dict[str, tuple[str, int]] = {}  # id -> (envelope, expires at)
         self._routed: dict[str, tuple[list[str], int]] = {}
+        self._skips: dict[str, list[Skip]] = {}  # expire with _routed
         self._runs: dict[str, _Run] = {}
         self._timers: dict[str, int] = {}
         self._functions: set[str] = set()
         self._procs: dict[str, int] = {}  # live process -> until
         self._holding: dict[str, list[str]] = {}  # live process -> timers of its runs
         self._tasks: dict[str, int] = {}  # run_task task seen starting -> until
-        self._holders: dict[str, dict[str, int]] = {}  # concurrency gate -> run -> until
-        self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
-        self._tats: dict[str, float] = {}  # throttle gate -> theoretical arrival time
+        self._gates = GateBook()
         self._singletons: dict[str, tuple[str, int]] = {}  # gate -> (run, claimed at)
         self._pending: dict[str, str] = {}  # debounce/batch gate -> run collecting events
         # event name -> bucket ("" or "path=value") -> member -> waiter
@@ -102,17 +106,27 @@ class MemoryStore(StateStore):
         with self._lock:
             return self._live_event(event_id)
 
-    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int,
+                         skipped: tuple[Skip, ...] = ()) -> None:
         with self._lock:
             merged = list(self._routed_now(event_id) or [])
             merged.extend(r for r in run_ids if r not in merged)
             self._routed[event_id] = (merged, self._now() + ttl_ms)
+            skips = self._skips.setdefault(event_id, [])
+            known = {s.function_id for s in skips}
+            skips.extend(s for s in skipped if s.function_id not in known)
             self._timers.pop(f"e|{event_id}", None)
+
+    def skipped_starts(self, event_id: str) -> list[Skip]:
+        with self._lock:
+            routed = self._routed_now(event_id) is not None
+            return list(self._skips.get(event_id, [])) if routed else []
 
     def _routed_now(self, event_id: str) -> list[str] | None:
         item = self._routed.get(event_id)
         if item is not None and item[1] <= self._now():
             del self._routed[event_id]
+            self._skips.pop(event_id, None)
             return None
         return item[0] if item else None
 
@@ -150,6 +164,8 @@ class MemoryStore(StateStore):
                 trace=run.trace,
             )
             entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency,
+                                              throttle=run.throttle,
+                                              priority_ms=run.priority_ms,
                                               pending=run.pending,
                                               pending_since=run.created_at)
             if run.pending is not None:
@@ -205,17 +221,14 @@ class MemoryStore(StateStore):
                     due = now + min(until - self._now(), BUSY_RECHECK_MS) + BUSY_MARGIN_MS
                     self._timers[member] = min(self._timers.get(member, due), due)
                     return "busy", None
+            if entry.concurrency or entry.throttle is not None:
+                wait = self._take_places(entry, now, lease_ms)
+                if wait is not None:
+                    self._schedule(self._run_member(entry), now + wait)
+                    return "limited", None
+            if entry.holder is not None:
                 record.crashes += 1  # its process died holding it
                 entry.holder = None
-            if entry.concurrency is not None:
-                gate, limit = entry.concurrency
-                holders = self._holders.setdefault(gate, {})
-                for held in [r for r, until in holders.items() if until <= now]:
-                    del holders[held]
-                if run_id not in holders and len(holders) >= limit:
-                    self._schedule(self._run_member(entry), now + CONCURRENCY_RETRY_MS)
-                    return "limited", None
-                holders[run_id] = now + lease_ms
             if entry.pending is not None and self._pending.get(entry.pending) == run_id:
                 del self._pending[entry.pending]  # later events open a new debounce/batch
             entry.holder, entry.wake = holder, False
@@ -230,10 +243,8 @@ class MemoryStore(StateStore):
             if entry is None or entry.record.status != "running":
                 return False
             entry.record.running_step = running
-            if entry.concurrency is not None:
-                holders = self._holders.get(entry.concurrency[0], {})
-                if run_id in holders:
-                    holders[run_id] = now + lease_ms
+            for gate in entry.concurrency:
+                self._gates.renew(gate, self._run_member(entry), now + lease_ms)
             self._schedule(self._run_member(entry), now + lease_ms)
             return True
 
@@ -306,7 +317,7 @@ class MemoryStore(StateStore):
                 return True
             entry.record.status = suspension.status
             entry.holder = None
-            self._free(entry)
+            self._free(entry, None)
             member = self._run_member(entry)
             if suspension.wake_at is None:
                 self._timers.pop(member, None)
@@ -344,7 +355,7 @@ class MemoryStore(StateStore):
             if entry is not None:
                 entry.holder = None
                 entry.record.running_step = None
-                self._free(entry)
+                self._free(entry, None)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         with self._lock:
@@ -408,20 +419,27 @@ class MemoryStore(StateStore):
             return self._tasks.get(task_id, 0) > self._now()
 
     # -- flow control -------------------------------------------------------------------
-    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
-              period_ms: int, burst: int, now: int) -> int:
+    def admit_rate(self, gate: str, *, limit: int, period_ms: int, now: int) -> bool:
         with self._lock:
-            if mode == "rate":
-                window = [t for t in self._windows.get(gate, []) if t > now - period_ms]
-                if len(window) >= limit:
-                    self._windows[gate] = window
-                    return -1
-                self._windows[gate] = [*window, now]
-                return 0
-            interval = period_ms / limit
-            tat = max(self._tats.get(gate, now), now) + interval
-            self._tats[gate] = tat
-            return max(0, math.ceil(tat - burst * interval - now))
+            return self._gates.admit_rate(gate, limit=limit, period_ms=period_ms, now=now)
+
+    def join_throttle(self, gate: ThrottleGate, *, function_id: str, run_id: str, score: int,
+                      now: int) -> int:
+        with self._lock:
+            return self._gates.throttle("join", gate, f"r|{function_id}|{run_id}", base=score,
+                                        now=now)
+
+    def _take_places(self, entry: _Run, now: int, lease_ms: int) -> int | None:
+        """Take the run's places in its gates: None, or ms to wait when refused (queued)."""
+        wait, woken = self._gates.pass_run(
+            entry.concurrency, entry.throttle, self._run_member(entry), now=now,
+            lease_ms=lease_ms, created_at=entry.record.created_at,
+            priority_ms=entry.priority_ms, started=entry.started)
+        for member in woken:
+            self._schedule(member, 0)
+        if wait is None:
+            entry.started, entry.throttle = True, None
+        return wait
 
     def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
                      now: int, max_size: int, period_ms: int,
@@ -469,10 +487,10 @@ class MemoryStore(StateStore):
             self._singletons[gate] = (run_id, now)
             return None
 
-    def _free(self, entry: _Run) -> None:
-        """Give back the run's place in its concurrency gate."""
-        if entry.concurrency is not None:
-            self._holders.get(entry.concurrency[0], {}).pop(entry.record.id, None)
+    def _free(self, entry: _Run, now: int | None) -> None:
+        """Give back the run's places; the runs now owed them are due at once."""
+        for member in self._gates.free_all(entry.concurrency, self._run_member(entry), now):
+            self._schedule(member, 0)
 
     # -- functions ----------------------------------------------------------------------
     def register_functions(self, function_ids: list[str]) -> None:
@@ -590,7 +608,9 @@ class MemoryStore(StateStore):
             record.output = json.loads(outcome.output_json)
         entry.holder = None
         entry.wake = False
-        self._free(entry)
+        self._free(entry, outcome.ended_at)
+        if entry.throttle is not None:  # cancelled before it started
+            self._gates.leave_queue(entry.throttle.key, self._run_member(entry))
         for waiter in list(entry.waiters):
             self._drop_waiter(entry, waiter)
         # the outbox: until the runtime confirms the notifications, this timer retries them

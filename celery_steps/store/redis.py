@@ -12,6 +12,9 @@ key                                             type    content
                                                         dedupe window (24 h), or that long
                                                         after a delayed event is due: SET NX
 ``<ns>:evt:<event_id>:runs``                    string  JSON run ids the event started (routed)
+``<ns>:evt:<event_id>:skips``                   string  JSON ``[function, reason, run id]``: the
+                                                        functions it matched that started no
+                                                        run, and why (as long as ``:runs``)
 ``<ns>:run:{<run_id>}``                         hash    run metadata: function_id, status,
                                                         created_at, ended_at,
                                                         output, error, attempt, parent, wake,
@@ -24,7 +27,11 @@ key                                             type    content
                                                         trace (W3C traceparent, when tracing),
                                                         cur (``<since>|<step>``: the step.run
                                                         executing, as of its last heartbeat),
-                                                        b:<step> (a parallel branch's holder)
+                                                        b:<step> (a parallel branch's holder),
+                                                        conc (its concurrency gates, JSON),
+                                                        thr (its throttle gate, until it
+                                                        starts), prio (priority ms), st (it
+                                                        went through its gates once)
 ``<ns>:run:{<run_id>}:steps``                   hash    step key -> step state JSON
 ``<ns>:run:{<run_id>}:events``                  string  the triggering events (JSON list); kept
                                                         out of the metadata hash so that hash
@@ -44,10 +51,14 @@ key                                             type    content
 ``<ns>:runs:fn:<function_id>``                  zset    run id scored by created_at, per function
                                                         (listing all runs merges these)
 ``<ns>:functions``                              set     function ids served on this store
-``<ns>:gate:conc:<fn>:<key>``                   zset    runs holding a concurrency place, scored
-                                                        by lease expiry
+``<ns>:gate:conc:{fn:<fn>:<key>}``              zset    runs holding a concurrency place, scored
+                                                        by lease expiry (``{env:<key>}``: a
+                                                        limit shared by functions); with
+                                                        ``:q``, ``:qx``, ``:qn``, its waiting
+                                                        queue (see ``store/redis_gates.py``)
 ``<ns>:gate:rate:<fn>:<key>``                   zset    rate-limit window (admission times)
-``<ns>:gate:throttle:<fn>:<key>``               string  throttle's theoretical arrival time
+``<ns>:gate:throttle:{fn:<fn>:<key>}``          string  throttle's theoretical arrival time;
+                                                        with ``:q``, ``:qx``, ``:qn``, its queue
 ``<ns>:gate:single:<fn>:<key>``                 string  the singleton's active run id and when
                                                         it was claimed (``<run>|<ms>``)
 ``<ns>:gate:pend:<fn>:<key>``                   string  the queued run collecting a debounce or
@@ -74,54 +85,53 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import threading
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from celery_steps.errors import ConfigurationError, StoreEvictionError
+from celery_steps.errors import ConfigurationError
 from celery_steps.expressions import MISSING, lookup_path, match_key
 from celery_steps.store.base import (
     BUSY_MARGIN_MS,
     BUSY_RECHECK_MS,
-    CONCURRENCY_RETRY_MS,
     NOTIFY_SAFETY_MS,
-    SINGLETON_CLAIM_MS,
     AcquireStatus,
+    ConcurrencyGate,
     EventWrite,
     GateTaken,
     NewRun,
     Outcome,
     RunRecord,
     SaveStatus,
+    Skip,
     StateStore,
     Suspension,
     Waiter,
     proc_host,
     proc_of,
 )
+from celery_steps.store.redis_gates import (
+    GATE_SCRIPTS,
+    RedisGates,
+    dump_concurrency,
+    dump_throttle,
+)
+from celery_steps.store.redis_guard import EvictionGuard, GuardedScript
 
-log = logging.getLogger("celery_steps.store")
-SAFE_POLICIES = ("noeviction",)
 SCRIPTS = ("put_event", "complete_routing", "create_run", "acquire", "renew", "save_step",
            "suspend", "finish", "notified", "release", "cancel", "resolve_step", "claim_due",
-           "ack_timers", "admit", "claim_singleton", "join_pending", "acquire_branch",
-           "release_branch", "begin_wait")
-
+           "ack_timers", "acquire_branch", "release_branch", "begin_wait", *GATE_SCRIPTS)
 
 
 def _load_scripts() -> dict[str, str]:
@@ -197,60 +207,7 @@ def _waiter(raw: bytes | str) -> Waiter:
     return Waiter(**{**json.loads(body), "registered_at": int(stamp)})
 
 
-class EvictionGuard:
-    """Refuses writes while the server evicts keys (``maxmemory-policy``), re-checked at
-    most every ``recheck_s``: an operator switching eviction on at run time is noticed by
-    every process within that, logged loudly, and nothing half written can vanish."""
-
-    recheck_s = 30.0
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.r = client
-        self.problem: str | None = None
-        self._checked_at = -math.inf
-        self._lock = threading.Lock()
-
-    def check(self) -> None:
-        """Raise :class:`StoreEvictionError` while the server evicts keys."""
-        if time.monotonic() - self._checked_at >= self.recheck_s:
-            with self._lock:
-                if time.monotonic() - self._checked_at >= self.recheck_s:
-                    self._read_policy()
-                    self._checked_at = time.monotonic()
-        if self.problem is not None:
-            raise StoreEvictionError(self.problem)
-
-    def _read_policy(self) -> None:
-        try:
-            policy = _s(self.r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
-        except ResponseError:  # CONFIG disabled (managed Redis): say so, trust the operator
-            log.warning("cannot read maxmemory-policy; make sure it is 'noeviction'")
-            return
-        evicting = bool(policy) and policy not in SAFE_POLICIES
-        if evicting and self.problem is None:
-            log.critical("the Redis behind steps_store_url now evicts keys (maxmemory-policy "
-                         "%r): celery-steps writes nothing until it is 'noeviction' again",
-                         policy)
-        elif not evicting and self.problem is not None:
-            log.warning("maxmemory-policy is %r again: celery-steps writes again", policy)
-        self.problem = None if not evicting else (
-            f"the Redis behind steps_store_url has maxmemory-policy {policy!r}, which evicts "
-            "keys: durable run state could vanish, so celery-steps refuses to write. Set "
-            "maxmemory-policy to 'noeviction' (or point steps_store_url at a Redis that has it)")
-
-
-class _GuardedScript:
-    """A Lua script that runs only while the server does not evict keys."""
-
-    def __init__(self, script: Any, guard: EvictionGuard) -> None:
-        self.inner, self._guard = script, guard
-
-    def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        self._guard.check()
-        return self.inner(keys=keys, args=args)
-
-
-class RedisStore(StateStore):
+class RedisStore(RedisGates, StateStore):
     """:class:`StateStore` on Redis. One instance per process (re-created after fork)."""
 
     def __init__(self, client: redis.Redis, *, namespace: str = "celery_steps",
@@ -260,7 +217,7 @@ class RedisStore(StateStore):
         self.guard = EvictionGuard(client)
         if not check_policy:
             self.guard.recheck_s = math.inf
-        self._scripts = {name: _GuardedScript(client.register_script(src), self.guard)
+        self._scripts = {name: GuardedScript(client.register_script(src), self.guard)
                          for name, src in _load_scripts().items()}
         self.timers_key = f"{namespace}:timers"
         self.signal_key = f"{namespace}:timers:signal"
@@ -343,13 +300,26 @@ class RedisStore(StateStore):
         raw = self.r.get(self._event_key(event_id))
         return None if raw is None else _s(raw)
 
-    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int,
+                         skipped: tuple[Skip, ...] = ()) -> None:
         key = self._event_key(event_id) + ":runs"
-        previous = self.r.get(key)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.get(key[:-5] + ":skips")
+            previous, previous_skips = pipe.execute()
         merged = json.loads(previous) if previous else []
         merged.extend(r for r in run_ids if r not in merged)
-        self._scripts["complete_routing"](keys=[key, self.timers_key],
-                                          args=[_dumps(merged), ttl_ms, f"e|{event_id}"])
+        skips = json.loads(previous_skips) if previous_skips else []
+        known = {entry[0] for entry in skips}
+        skips.extend([s.function_id, s.reason, s.run_id] for s in skipped
+                     if s.function_id not in known)
+        self._scripts["complete_routing"](
+            keys=[key, self.timers_key, key[:-5] + ":skips"],
+            args=[_dumps(merged), ttl_ms, f"e|{event_id}", _dumps(skips) if skips else ""])
+
+    def skipped_starts(self, event_id: str) -> list[Skip]:
+        raw = self.r.get(self._event_key(event_id) + ":skips")
+        return [Skip(*entry) for entry in json.loads(raw)] if raw else []
 
     def routed_runs(self, event_id: str) -> list[str] | None:
         raw = self.r.get(self._event_key(event_id) + ":runs")
@@ -370,9 +340,9 @@ class RedisStore(StateStore):
                   run.start_by if run.start_by is not None else "",
                   self._waiters_arg(run.waiters), self._member(run.function_id, run.id),
                   _dumps(run.deadlines) if run.deadlines else "",
-                  f"{run.concurrency[1]}|{run.concurrency[0]}" if run.concurrency else "",
+                  dump_concurrency(run.concurrency),
                   run.pending or "", _dumps(run.event_ids) if run.pending else "",
-                  run.trace or ""]))
+                  dump_throttle(run.throttle), run.priority_ms or "", run.trace or ""]))
         if created < 0:
             raise GateTaken(run.pending)
         return bool(created)
@@ -452,36 +422,45 @@ class RedisStore(StateStore):
                 lease_ms: int) -> tuple[AcquireStatus, RunRecord | None]:
         meta_key, steps_key, events_key, _ = self._run_keys(run_id)
         keys = [meta_key, steps_key, self.timers_key, self.signal_key, events_key]
-        args: list[Any] = [holder, now, lease_ms, run_id, CONCURRENCY_RETRY_MS, "", function_id]
-        reply = self._scripts["acquire"](keys=keys, args=args)
-        status = _s(reply[0])
-        if status == "busy":
-            current = _s(reply[1])
-            ttl = int(self.r.pttl(self._proc_key(proc_of(current))))
-            if ttl >= 0:  # alive: look again soon (its heartbeat pushes this back while alive)
-                member = self._scripts_member(meta_key, run_id)
-                if member is not None:
-                    due = now + min(ttl, BUSY_RECHECK_MS) + BUSY_MARGIN_MS
-                    self.r.zadd(self.timers_key, {member: due}, lt=True)
-                return "busy", None
-            args[5] = current  # its process is dead: take the run over
+        member = self._member(function_id, run_id)
+        args: list[Any] = [holder, now, lease_ms, run_id, "", "", function_id, ""]
+        places: list[ConcurrencyGate] | None = None
+        for _ in range(4):
             reply = self._scripts["acquire"](keys=keys, args=args)
             status = _s(reply[0])
+            if status == "busy" and not args[5]:
+                current = _s(reply[1])
+                ttl = int(self.r.pttl(self._proc_key(proc_of(current))))
+                if ttl >= 0:  # alive: look again soon (its heartbeat pushes this back)
+                    due = now + min(ttl, BUSY_RECHECK_MS) + BUSY_MARGIN_MS
+                    self.r.zadd(self.timers_key, {member: due}, lt=True)
+                    return "busy", None
+                args[5] = current  # its process is dead: take the run over
+            elif status == "gates" and places is None:
+                places, wait = self._take_places(reply, member, now, lease_ms)
+                if wait is not None:
+                    self.schedule(member, now + wait)
+                    return "limited", None
+                args[7] = "1"  # its places are taken: now the run itself
+            else:
+                break
+        if places and status not in ("ok", "busy"):  # (busy: the places are its holder's)
+            self._free_places(places, member, now)
         if len(reply) < 4:
             return status, None  # type: ignore[return-value]
         return status, self._record(run_id, _pairs(reply[1]), _pairs(reply[2]),  # type: ignore[return-value]
                                     reply[3])
 
-    def _scripts_member(self, meta_key: str, run_id: str) -> str | None:
-        function_id = self.r.hget(meta_key, "function_id")
-        return None if function_id is None else self._member(_s(function_id), run_id)
-
     def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
               running: tuple[str, int] | None = None) -> bool:
-        return bool(self._scripts["renew"](
+        reply = self._scripts["renew"](
             keys=[self.run_key(run_id), self.timers_key],
-            args=[holder, now + lease_ms, run_id, now + lease_ms,
-                  "" if running is None else f"{running[1]}|{running[0]}"]))
+            args=[holder, now + lease_ms, run_id,
+                  "" if running is None else f"{running[1]}|{running[0]}"])
+        if not isinstance(reply, list):
+            return False
+        self._renew_places(reply[0], reply[1], now + lease_ms)
+        return True
 
     def _host_key(self, host: str) -> str:
         return f"{self.ns}:procs:{host}"
@@ -537,16 +516,23 @@ class RedisStore(StateStore):
                   _dumps(s.step_state) if s.step_state is not None else "",
                   "" if s.attempt is None else s.attempt, self._waiters_arg(s.waiters),
                   run_id, uuid.uuid4().hex[:8]])
+        if isinstance(reply, list):  # let go: free its places
+            self._after_let_go(reply[1], reply[2], None)
+            return False
         return None if reply == -1 else bool(reply)
 
     def finish(self, run_id: str, holder: str, outcome: Outcome, *, retention_ms: int) -> bool:
         meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
-        return bool(self._scripts["finish"](
+        reply = self._scripts["finish"](
             keys=[meta_key, steps_key, self.timers_key, self.signal_key, events_key, eids_key,
                   meta_key + ":done"],
             args=[holder, outcome.status, outcome.ended_at, outcome.output_json or "",
                   _dumps(outcome.error) if outcome.error else "", retention_ms, run_id,
-                  outcome.ended_at + NOTIFY_SAFETY_MS]))
+                  outcome.ended_at + NOTIFY_SAFETY_MS])
+        if not isinstance(reply, list):
+            return False
+        self._after_let_go(reply[1], reply[2], outcome.ended_at)
+        return True
 
     def wait_ended(self, run_id: str, timeout: float) -> None:
         # non-destructive: the element is moved to where it was, so every waiter sees it
@@ -557,7 +543,9 @@ class RedisStore(StateStore):
         self._scripts["notified"](keys=[self.run_key(run_id), self.timers_key], args=[run_id])
 
     def release(self, run_id: str, holder: str) -> None:
-        self._scripts["release"](keys=[self.run_key(run_id)], args=[holder, run_id])
+        reply = self._scripts["release"](keys=[self.run_key(run_id)], args=[holder, run_id])
+        if isinstance(reply, list):
+            self._after_let_go(reply[0], reply[1], None)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         meta_key, steps_key, events_key, eids_key = self._run_keys(run_id)
@@ -566,7 +554,12 @@ class RedisStore(StateStore):
                   meta_key + ":done"],
             args=[now, _dumps({"name": "Cancelled", "message": reason}), retention_ms, run_id,
                   now + NOTIFY_SAFETY_MS])
-        return None if reply is None else _s(reply)
+        if not reply:
+            return None
+        if len(reply) > 1:  # cancelled now: free its places, leave the queues it waits in
+            self._after_let_go(reply[1], reply[3], now)
+            self._leave_throttle(reply[2], reply[3])
+        return _s(reply[0])
 
     def acquire_branch(self, run_id: str, step_key: str, holder: str, *,
                        function_id: str) -> tuple[AcquireStatus, RunRecord | None, int]:
@@ -608,27 +601,6 @@ class RedisStore(StateStore):
 
     def task_started(self, task_id: str) -> bool:
         return bool(self.r.exists(f"{self.ns}:task:{task_id}"))
-
-    # -- flow control -----------------------------------------------------------------------
-    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
-              period_ms: int, burst: int, now: int) -> int:
-        return int(self._scripts["admit"](
-            keys=[gate], args=[mode, limit, period_ms, burst, now, uuid.uuid4().hex]))
-
-    def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
-                     now: int, max_size: int, period_ms: int,
-                     timeout_ms: int | None) -> tuple[str, bool] | None:
-        reply = self._scripts["join_pending"](
-            keys=[gate, self.timers_key, self.signal_key],
-            args=[mode, _dumps(_compact(event)), now, max_size, period_ms,
-                  "" if timeout_ms is None else timeout_ms, self.ns, str(event.get("id"))])
-        return None if not reply else (_s(reply[0]), bool(int(reply[1])))
-
-    def claim_singleton(self, gate: str, run_id: str, *, now: int,
-                        force: bool = False) -> str | None:
-        holder = self._scripts["claim_singleton"](
-            keys=[gate], args=[run_id, "1" if force else "0", self.ns, now, SINGLETON_CLAIM_MS])
-        return None if holder is None else _s(holder)
 
     # -- functions --------------------------------------------------------------------------
     def register_functions(self, function_ids: list[str]) -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from celery_steps import CelerySteps
+from celery_steps import CelerySteps, Context, Debounce
 from celery_steps.clock import FakeClock
 from celery_steps.dashboard.formatting import format_time
 from celery_steps.runs import SkippedStart
@@ -195,6 +195,29 @@ def test_the_event_page_shows_payload_runs_and_skipped_functions(
     assert "&#34;order&#34;: 3" in page
     assert f'href="/runs/{run_id}"' in page
     assert "rate limited" in page and ">ship<" in page
+
+
+def test_the_event_page_says_why_matched_functions_started_no_run(
+    client: TestClient, steps: CelerySteps
+) -> None:
+    # given a debounced function: a second event within the period joins the first one's run
+    @steps.function(id="reindex", trigger="shop/catalog.changed", debounce=Debounce("1m"))
+    def reindex(ctx: Context) -> None:
+        return None
+
+    [first] = steps.send("shop/catalog.changed", {"sku": 1}, id="evt-first")
+    [second] = steps.send("shop/catalog.changed", {"sku": 2}, id="evt-second")
+    [run] = steps.runs_for_event(first)
+
+    # when showing the second event
+    page = client.get(f"/events/{second}").text
+
+    # then it names the function, the reason, and links the run the event went into
+    skipped = page.split("Matched functions that started no run", 1)[1]
+    assert ">reindex<" in skipped and "debounced" in skipped
+    assert f'href="/runs/{run.id}"' in skipped
+    assert "None recorded." not in skipped
+    assert "None recorded." in client.get(f"/events/{first}").text
 
 
 def test_the_run_page_links_its_events(client: TestClient, steps: CelerySteps) -> None:

@@ -14,6 +14,7 @@ from celery_steps.store.base import (
     BUSY_MARGIN_MS,
     BUSY_RECHECK_MS,
     NOTIFY_SAFETY_MS,
+    ConcurrencyGate,
     NewRun,
     Outcome,
     Suspension,
@@ -298,12 +299,12 @@ def test_renew_by_the_holder_extends_the_lease_and_moves_the_watchdog(store) -> 
 def test_renew_after_cancel_fails_and_does_not_take_back_the_concurrency_place(store) -> None:
     # given a running run holding the only place of its concurrency gate, then cancelled
     gate = f"gate-conc-{new_id()}"
-    run_id, token = leased(store, concurrency=(gate, 1))
+    run_id, token = leased(store, concurrency=(ConcurrencyGate(gate, 1),))
     store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
     # when its holder's heartbeat renews it
     assert store.renew(run_id, token, now=NOW + 2, lease_ms=LEASE_MS) is False
     # then another run of the gate can start
-    other = create(store, concurrency=(gate, 1))
+    other = create(store, concurrency=(ConcurrencyGate(gate, 1),))
     assert acquire(store, other, holder(store, "tok-2"), now=NOW + 3, lease_ms=LEASE_MS)[0] == "ok"
 
 

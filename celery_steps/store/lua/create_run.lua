@@ -1,8 +1,9 @@
 -- KEYS: run, functions with runs (set), function runs, timers, signal, run events, run eids
 -- ARGV: id, function_id, created_at, event_ids ('' = the ids of the events), events, parent,
---       start_by, waiters, member, deadlines, concurrency ('limit|gate' or ''),
+--       start_by, waiters, member, deadlines, concurrency gates (JSON [[key, limit]...] or ''),
 --       pending gate ('' or the debounce/batch gate this run collects events for),
---       event ids json (for a collecting run), trace context ('' or a traceparent)
+--       event ids json (for a collecting run), throttle gate (JSON [key, limit, period ms,
+--       burst] or ''), priority ms ('' for none), trace context ('' or a traceparent)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- a retried call whose reply was lost created it: still "created" for the caller
   local mine = redis.call('HMGET', KEYS[1], 'function_id', 'created_at')
@@ -20,7 +21,9 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'event_ids', ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'deadlines', ARGV[10]) end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'conc', ARGV[11]) end
-if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'trace', ARGV[14]) end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'thr', ARGV[14]) end
+if ARGV[15] ~= '' then redis.call('HSET', KEYS[1], 'prio', ARGV[15]) end
+if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'trace', ARGV[16]) end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'pend', ARGV[12], 'pend_first', ARGV[3], 'pend_size', '1')
   for _, event_id in ipairs(cjson.decode(ARGV[13])) do redis.call('SADD', KEYS[7], event_id) end

@@ -57,17 +57,50 @@ local function drop_waiters(run, only)
   end
 end
 
--- Concurrency gate of a run: 'limit|gate key' in its hash field 'conc', or nil.
-local function gate_of(run)
-  local conc = redis.call('HGET', run, 'conc')
-  if not conc then return nil, nil end
-  local sep = string.find(conc, '|', 1, true)
-  return string.sub(conc, sep + 1), tonumber(string.sub(conc, 1, sep - 1))
+-- The flow-control gates a run's start must pass ({'gates', conc, thr, prio, created_at,
+-- started}), or nil: acquire returns them for the store to take places, before it runs again.
+local function gates_of(run)
+  local g = redis.call('HMGET', run, 'conc', 'thr', 'prio', 'created_at', 'st')
+  if not g[1] and not g[2] then return nil end
+  return {'gates', g[1] or '', g[2] or '', g[3] or '0', g[4], g[5] or ''}
 end
 
-local function free_gate(run, run_id)
-  local gate = gate_of(run)
-  if gate then redis.call('ZREM', gate, run_id) end
+-- What the store must free after the run let go: its concurrency gates ('' for none).
+local function conc_of(run)
+  return redis.call('HGET', run, 'conc') or ''
+end
+
+-- Gate queues (see store/base.py): a run's rank in a gate's waiting queue (0 = the head),
+-- queuing it first if it is not: scored by `base` (ms, when it began to wait minus its
+-- priority) * 1024 plus an arrival counter, so runs queued in one millisecond keep their order.
+local function queue_rank(queue, seq, member, base)
+  if not redis.call('ZSCORE', queue, member) then
+    local n = redis.call('INCR', seq) % 1024
+    redis.call('ZADD', queue, tonumber(base) * 1024 + n, member)
+  end
+  return redis.call('ZRANK', queue, member)
+end
+
+-- Drop the waiters that did not come back by their 'forget' time.
+local function purge_waiters(queue, forget, now)
+  local gone = redis.call('ZRANGEBYSCORE', forget, '-inf', now, 'LIMIT', 0, 200)
+  for _, member in ipairs(gone) do
+    redis.call('ZREM', queue, member)
+    redis.call('ZREM', forget, member)
+  end
+end
+
+local function leave_queue(queue, forget, member)
+  redis.call('ZREM', queue, member)
+  redis.call('ZREM', forget, member)
+end
+
+-- A waiter stays queued until `forget_at`; the queue keys live as long as their last waiter.
+local function stay_queued(queue, forget, seq, member, forget_at, now)
+  redis.call('ZADD', forget, forget_at, member)
+  local last = redis.call('ZRANGE', forget, -1, -1, 'WITHSCORES')
+  local ttl = math.ceil(tonumber(last[2]) - now) + 1000
+  for _, key in ipairs({queue, forget, seq}) do redis.call('PEXPIRE', key, ttl) end
 end
 
 -- The run's timer member 'r|<function>|<run>' (vocabulary in store/base.py), or nil.

@@ -1,8 +1,12 @@
 -- KEYS: run, steps, timers, signal
 -- ARGV: holder, status, wake_at, step key, step state, attempt, waiters, run id, op id
+-- Returns -1 (not held or cancelled), 1 (woken meanwhile: still held) or {0, concurrency
+-- gates, timer member}: let go, the store frees its places.
 local done = redis.call('HGET', KEYS[1], 'sop')
 if done and string.sub(done, 1, #ARGV[9] + 1) == ARGV[9] .. ':' then
-  return tonumber(string.sub(done, #ARGV[9] + 2))  -- a retried call: same answer
+  local answer = tonumber(string.sub(done, #ARGV[9] + 2))  -- a retried call: same answer
+  if answer == 0 then return {0, conc_of(KEYS[1]), member_of(KEYS[1], ARGV[8])} end
+  return answer
 end
 if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then return -1 end
@@ -18,11 +22,10 @@ if redis.call('HGET', KEYS[1], 'wake') == '1' then
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'sop', ARGV[9] .. ':0')
 redis.call('HDEL', KEYS[1], 'holder')
-free_gate(KEYS[1], ARGV[8])
 local member = member_of(KEYS[1], ARGV[8])
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], member)
 else
   schedule(KEYS[3], KEYS[4], member, ARGV[3])
 end
-return 0
+return {0, conc_of(KEYS[1]), member}
