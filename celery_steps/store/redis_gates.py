@@ -43,8 +43,9 @@ from celery_steps.store.redis_values import s
 
 GATE_SCRIPTS = ("admit", "claim_singleton", "clear_gate", "join_pending", "gate_take",
                 "gate_free", "throttle")
-# How often a gate naming a run being created is read again, while it may still be.
-CLAIM_POLL_S = 0.002
+# A gate naming a run that does not exist yet is read again (every 2 ms, then less often) for
+# this long: its creator claimed it and creates the run a moment later, unless it died.
+CREATE_WAIT_S = 5.0
 
 
 def parse_concurrency(raw: Any) -> list[ConcurrencyGate]:
@@ -160,7 +161,7 @@ class RedisGates:
                      now: int, max_size: int, period_ms: int,
                      timeout_ms: int | None) -> tuple[str, bool] | None:
         compact = {k: v for k, v in event.items() if v is not None}
-        deadline = time.monotonic() + SINGLETON_CLAIM_MS / 1000
+        deadline, pause = time.monotonic() + CREATE_WAIT_S, 0.002
         while True:
             raw = self.r.get(gate)
             if raw is None:
@@ -172,19 +173,17 @@ class RedisGates:
                 args=[mode, json.dumps(compact, separators=(",", ":")), now, max_size,
                       period_ms, "" if timeout_ms is None else timeout_ms,
                       str(event.get("id")), gate, run_id]))
-            if joined:
+            if joined > 0:
                 if joined == 2:  # full: the next event opens another batch
                     self._scripts["clear_gate"](keys=[gate], args=[run_id])
                 return run_id, joined == 2
-            if self._being_created(run_id, claimed, now) and time.monotonic() < deadline:
-                time.sleep(CLAIM_POLL_S)
+            if joined < 0 and now - int(claimed or 0) < SINGLETON_CLAIM_MS \
+                    and time.monotonic() < deadline:
+                time.sleep(pause)  # claimed a moment ago: its run is being created
+                pause = min(pause * 2, 0.1)
                 continue
             self._scripts["clear_gate"](keys=[gate], args=[run_id])  # it collects no more
             return None
-
-    def _being_created(self, run_id: str, claimed: str, now: int) -> bool:
-        return (not self.r.exists(self.keys.run(run_id))
-                and now - int(claimed or 0) < SINGLETON_CLAIM_MS)
 
     def _open_pending(self, gate: str, run_id: str, now: int) -> None:
         """Claim a debounce/batch gate for the new run collecting its events (before the run

@@ -3,9 +3,11 @@
 -- KEYS: run, run events, run eids, timers
 -- ARGV: mode ('debounce' | 'batch'), event json, now, max size, period ms, timeout ms or '',
 --       event id, gate, run id
--- Returns 0 (the run collects for the gate no more, or does not exist), 1 (joined, or had
--- joined before), 2 (joined and the batch is full: it starts now; the store clears the gate).
+-- Returns -1 (the run does not exist: not yet, or never), 0 (the run collects for the gate
+-- no more), 1 (joined, or had joined before), 2 (joined and the batch is full: it starts now;
+-- the store clears the gate).
 local meta = redis.call('HMGET', KEYS[1], 'status', 'pend', 'function_id')
+if not meta[1] then return -1 end
 if meta[1] ~= 'queued' or meta[2] ~= ARGV[8] then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[7]) == 0 then
   return 1  -- this event joined already (routed twice)
