@@ -14,7 +14,6 @@ from celery_steps.store.redis_values import record_of, s, waiter_of
 
 # A listing reads this many entries of each index per round, four times more each round.
 LIST_DEPTH = 100
-LIST_DEPTH_MAX = 20_000
 
 
 class RedisIndex:
@@ -60,61 +59,99 @@ class RedisIndex:
         return [waiter_of(raw) for bucket in buckets for raw in bucket.values()]
 
     # -- listing ----------------------------------------------------------------------------
-    def _indexes(self, function_id: str | None, status: str | None) -> list[str]:
+    def _all_fn_indexes(self) -> list[str]:
         shards = range(self.keys.shards)
-        if status is not None:
-            return [self.keys.status_index(k, status) for k in shards]
-        if function_id is not None:
-            return [self.keys.fn_index(k, function_id) for k in shards]
         with self.r.pipeline(transaction=False) as pipe:
             for shard in shards:
                 pipe.smembers(self.keys.fns(shard))
             per_shard = pipe.execute()
         return sorted(self.keys.fn_index(k, s(f)) for k in shards for f in per_shard[k])
 
+    def _plan(self, function_id: str | None, status: str | None) -> tuple[list[str], bool]:
+        """The indexes to page, and whether each entry's status must be read (a function's
+        index filtered by status: when it is smaller than the status's index)."""
+        shards = range(self.keys.shards)
+        if status is None:
+            if function_id is None:
+                return self._all_fn_indexes(), False
+            return [self.keys.fn_index(k, function_id) for k in shards], False
+        by_status = [self.keys.status_index(k, status) for k in shards]
+        if function_id is None:
+            return by_status, False
+        by_function = [self.keys.fn_index(k, function_id) for k in shards]
+        with self.r.pipeline(transaction=False) as pipe:
+            for index in (*by_function, *by_status):
+                pipe.zcard(index)
+            sizes = pipe.execute()
+        if sum(sizes[:len(by_function)]) < sum(sizes[len(by_function):]):
+            return by_function, True
+        return by_status, False
+
     def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
                   before: tuple[int, str] | None = None) -> list[RunRecord]:
-        """Newest first, from the status indexes when filtering by status, else from the
-        function indexes: a page reads about ``limit`` entries, whatever the filter."""
-        if status is not None and status not in STATUSES:
+        """Newest first. Pages the function's or the status's run indexes (the smaller,
+        when both filters are given) from the cursor, merging the shards: a page reads about
+        ``limit`` entries of each index it pages, and loads only runs it returns."""
+        if limit <= 0 or (status is not None and status not in STATUSES):
             return []
-        indexes = self._indexes(function_id, status)
+        indexes, read_status = self._plan(function_id, status)
         top: int | str = "+inf" if before is None else before[0]
         found: list[RunRecord] = []
-        seen: set[str] = set()
-        depth = max(limit, LIST_DEPTH)
+        done: set[str] = set()
+        depth = max(limit, LIST_DEPTH) + 1  # (+1: the cursor's own entry comes back too)
         while True:
             with self.r.pipeline(transaction=False) as pipe:
                 for index in indexes:
                     pipe.zrevrangebyscore(index, top, "-inf", start=0, num=depth,
                                           withscores=True)
                 pages = pipe.execute()
+            # below the lowest entry of a full page, that index may hold unread newer runs
+            frontier = max((int(page[-1][1]) for page in pages if len(page) == depth),
+                           default=None)
             candidates: list[tuple[int, str, str, str]] = []
             for index, page in zip(indexes, pages, strict=True):
                 for raw, score in page:
                     entry = s(raw)
                     run_id, _, fn = entry.partition("|")
-                    if fn and function_id is not None and fn != function_id:
+                    if (run_id in done or (fn and function_id is not None and fn != function_id)
+                            or (before is not None and (int(score), run_id) >= before)
+                            or (frontier is not None and int(score) < frontier)):
                         continue
                     candidates.append((int(score), run_id, index, entry))
             candidates.sort(reverse=True)
-            fresh = [c for c in candidates if c[1] not in seen
-                     and (before is None or (c[0], c[1]) < before)]
-            step = max(limit, 1)
-            for start in range(0, len(fresh), step):
-                chunk = fresh[start:start + step]
+            if read_status:
+                candidates = self._in_status(candidates, status, done)
+            while candidates:
+                chunk, candidates = (candidates[:limit - len(found)],
+                                     candidates[limit - len(found):])
                 for (_, run_id, index, entry), record in zip(
                         chunk, self._load_many([c[1] for c in chunk]), strict=True):
-                    seen.add(run_id)
+                    done.add(run_id)
                     if record is None:
                         self.r.zrem(index, entry)  # expired after the retention: trim lazily
                     elif status is None or record.status == status:
                         found.append(record)
                         if len(found) >= limit:
                             return found
-            if all(len(page) < depth for page in pages) or depth >= LIST_DEPTH_MAX:
+            if frontier is None:
                 return found
             depth *= 4
+
+    def _in_status(self, candidates: list[tuple[int, str, str, str]], status: str | None,
+                   done: set[str]) -> list[tuple[int, str, str, str]]:
+        """The candidates whose run is in ``status`` now (one pipelined read of each run's
+        status); the others are done with."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for _, run_id, _, _ in candidates:
+                pipe.hget(self.keys.run(run_id), "status")
+            statuses = pipe.execute()
+        kept = []
+        for candidate, current in zip(candidates, statuses, strict=True):
+            if current is None or s(current) == status:
+                kept.append(candidate)  # (an expired one is trimmed when loaded)
+            else:
+                done.add(candidate[1])
+        return kept
 
     def _load_many(self, run_ids: list[str]) -> list[RunRecord | None]:
         """Several runs in one round trip (each read alone, not one snapshot of all)."""

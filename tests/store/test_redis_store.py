@@ -206,3 +206,21 @@ def test_eviction_switched_on_at_run_time_stops_every_write_until_it_is_off(
         admin.r.config_set("maxmemory-policy", original)
         admin.close()
         store.close()
+
+
+@pytest.mark.parametrize("status", [None, "queued"])
+def test_a_page_from_a_cursor_loads_only_the_runs_it_returns(rstore, monkeypatch,
+                                                            status: str | None) -> None:
+    # given 400 runs of two functions
+    for i in range(400):
+        create(rstore, function_id=f"fn/{i % 2}", created_at=NOW + i)
+    first = rstore.list_runs(function_id=None, status=status, limit=150)
+    loaded: list[int] = []
+    real = rstore._load_many
+    monkeypatch.setattr(rstore, "_load_many", lambda ids: loaded.append(len(ids)) or real(ids))
+    # when the next page of 150 is read from the last run of the first
+    page = rstore.list_runs(function_id=None, status=status, limit=150,
+                            before=(first[-1].created_at, first[-1].id))
+    # then it holds the next 150 runs, and only they were loaded
+    assert [r.created_at for r in page] == list(range(NOW + 249, NOW + 99, -1))
+    assert sum(loaded) == 150
