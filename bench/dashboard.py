@@ -81,8 +81,14 @@ def fill(steps: CelerySteps, function_id: str, count: int) -> list[str]:
     for first in range(0, count, 1000):
         with store.r.pipeline(transaction=False) as pipe:
             for n in range(first, min(first + 1000, count)):
-                meta, steps_key, _ = store._run_keys(ids[n])
+                rk = store.keys.run_keys(ids[n])
+                meta, steps_key = rk.meta, rk.steps
                 failed = n % 100 == 99
+                entry = f"{ids[n]}|{function_id}"  # moved between the status indexes
+                pipe.zrem(store.keys.status_index(store.keys.shard_of(ids[n]), "queued"), entry)
+                pipe.zadd(store.keys.status_index(store.keys.shard_of(ids[n]),
+                                                  "failed" if failed else "completed"),
+                          {entry: START_MS + n})
                 pipe.hset(meta, mapping={
                     "status": "failed" if failed else "completed",
                     "ended_at": START_MS + n + 40,

@@ -298,7 +298,7 @@ def test_renew_by_the_holder_extends_the_lease_and_moves_the_watchdog(store) -> 
 
 def test_renew_after_cancel_fails_and_does_not_take_back_the_concurrency_place(store) -> None:
     # given a running run holding the only place of its concurrency gate, then cancelled
-    gate = f"gate-conc-{new_id()}"
+    gate = f"gate-conc-{{{new_id()}}}"
     run_id, token = leased(store, concurrency=(ConcurrencyGate(gate, 1),))
     store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
     # when its holder's heartbeat renews it

@@ -153,11 +153,12 @@ def test_waking_the_head_of_a_queue_signals_a_blocked_poller(rstore) -> None:
     running, waiting = (create(rstore, concurrency=(gate,)) for _ in range(2))
     assert acquire(rstore, running, "t1")[0] == "ok"
     assert acquire(rstore, waiting, "t2")[0] == "limited"
-    rstore.r.delete(rstore.signal_key)
+    rstore.wait_for_signal(0.05)  # subscribed; earlier signals consumed
 
     started = time.monotonic()
     rstore.suspend(running, "t1", Suspension("sleeping", NOW + 60_000))
     rstore.wait_for_signal(5)
 
     assert time.monotonic() - started < 4
-    assert rstore.r.zscore(rstore.timers_key, f"r|shop/checkout|{waiting}") == 0
+    member = f"r|shop/checkout|{waiting}"
+    assert rstore.r.zscore(rstore.keys.timers(rstore.keys.member_shard(member)), member) == 0
