@@ -1,7 +1,7 @@
 """Routing matches waits and cancel_on conditions from the waiters alone, without loading runs.
 
-Each test runs on the memory store and on a real redis-server (a server of its own), with the
-app executing in process (eager).
+Each test runs on the memory store, on a real redis-server (a server of its own) and on a
+3-master Redis Cluster, with the app executing in process (eager).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from celery_steps.runtime import runs as runtime_runs
 from celery_steps.store.base import Waiter
 from celery_steps.testing import eager_steps
 from tests.conftest import RedisServer
+from tests.servers import RedisCluster
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,13 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("cluster", marks=pytest.mark.redis)])
 def steps(request: pytest.FixtureRequest) -> CelerySteps:
     if request.param == "memory":
         return eager_steps(FakeClock(start_ms=1_790_000_000_000))
-    server: RedisServer = request.getfixturevalue("own_redis")
+    server: RedisServer | RedisCluster = request.getfixturevalue(
+        "own_redis" if request.param == "redis" else "redis_cluster")
     app = Celery(f"waitmatch-{uuid.uuid4().hex[:6]}", set_as_current=False)
     app.conf.update(task_always_eager=True, steps_store_url=server.url(),
                     steps_namespace=f"t{uuid.uuid4().hex[:10]}", steps_timer_poller=False)
