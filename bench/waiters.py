@@ -30,6 +30,15 @@ until it waits. Then, for 1 waiting run and for N waiting runs, ~20 samples each
 For "1 waiting run", each sample first starts one run and waits until it is ``waiting``, so
 exactly one waiter exists when the event is sent. For "N", k is drawn at random among the N.
 Target (informational): flat, i.e. the N/1 ratio close to 1.
+
+With ``--if-exp``, another scenario (``bench/waiter_conditions.py``, whose docstring has the
+details): waits with an ``if_exp`` and no ``match``, and one event that none accepts, routed
+against 1 and N waiting runs; routing cost, Redis commands, round trips and runs loaded per
+event, and the N/1 ratio, for an ``if_exp`` equality (indexed), a comparison (not indexed)
+and waiters as older versions stored them (each run loaded)::
+
+    .venv/bin/python -m bench.waiters --if-exp            # N = 100,000
+    .venv/bin/python -m bench.waiters --if-exp --quick    # N = 10,000
 """
 
 from __future__ import annotations
@@ -310,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=8, help="worker threads (8)")
     parser.add_argument("--redis-server", help="redis-server binary (default: from PATH)")
+    parser.add_argument("--if-exp", action="store_true",
+                        help="the if_exp scenario instead (bench/waiter_conditions.py)")
+    parser.add_argument("--unindexed-waiters", type=int, default=10_000,
+                        help="--if-exp: waiting runs for the unindexed condition (10,000)")
+    parser.add_argument("--older-waiters", type=int, default=2_000,
+                        help="--if-exp: waiting runs with waiters of an older version (2,000)")
     args = parser.parse_args(argv)
     n_runs = args.waiters or (10_000 if args.quick else 100_000)
 
@@ -317,9 +332,33 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer(args.redis_server).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.if_exp:
+            return _run_if_exp(server.url, n_runs, args)
         return _run(server.url, n_runs, args)
     finally:
         server.stop()
+
+
+def _run_if_exp(url: str, n_runs: int, args: argparse.Namespace) -> int:
+    from bench import waiter_conditions
+
+    load_start = os.getloadavg()
+    info = redis.Redis.from_url(url).info("server")
+    print(
+        f"# celery-steps waits matched by if_exp  ({time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{os.cpu_count()} cpu, Python {sys.version.split()[0]}, redis {info['redis_version']} "
+        f"on {url}, N={n_runs:,}, samples={args.samples}, load {load_start[0]:.2f})",
+        flush=True,
+    )
+    RoundTrips.install()
+    try:
+        code = waiter_conditions.run(url, n_runs, args, RoundTrips)
+    finally:
+        RoundTrips.uninstall()
+    load_end = os.getloadavg()
+    print(f"\nload average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} "
+          f"(on {os.cpu_count()} cpu)")
+    return code
 
 
 def _ms(values: list[float]) -> str:

@@ -15,6 +15,7 @@ from celery_steps.engine.parallel import run_parallel
 from celery_steps.engine.results import result_type
 from celery_steps.engine.scope import RunScope
 from celery_steps.engine.serialization import round_trip
+from celery_steps.engine.waiters import build_waiter
 from celery_steps.errors import (
     CeleryStepsError,
     ConfigurationError,
@@ -28,7 +29,7 @@ from celery_steps.errors import (
     step_error_for,
 )
 from celery_steps.events import Event
-from celery_steps.expressions import Expression, match_key_at, match_to_expression
+from celery_steps.expressions import Expression, match_to_expression
 from celery_steps.faults import crash_point
 from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
 
@@ -379,16 +380,14 @@ class StepTools:
                 f"wait_for_event {key!r} needs a timeout (e.g. timeout='7d'): a wait without "
                 "one could hold the run forever"
             )
-        path = None
-        wanted = None
         if match is not None:
             _checked(lambda: match_to_expression(match))
-            path = match
-            wanted = match_key_at(self._scope.run.events[0], match)
         if if_exp is not None:
             _checked(lambda: Expression(if_exp, variables=("event", "async"), what="if_exp"))
-        return Waiter(event, self._scope.run.id, self._scope.function.id, key, now,
-                      path, wanted, if_exp)
+        run = self._scope.run
+        return build_waiter(event, run.id, self._scope.function.id, key,
+                            run.events[0] if run.events else {}, match=match,
+                            condition=if_exp, registered_at=now)
 
     def send_event(self, step_id: str, events: Any) -> list[str]:
         """Send events once per run, even when the handler replays (ids derive from the step)."""

@@ -6,14 +6,16 @@ import json
 import logging
 from typing import Any
 
+from celery_steps.errors import RunNotFound
 from celery_steps.events import CRON_EVENT
+from celery_steps.expression_ast import prune, shape
 from celery_steps.expressions import Expression
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
 from celery_steps.runtime.flow import start_for
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.runs import run_id_for
-from celery_steps.store.base import Skip
+from celery_steps.store.base import Skip, StateStore, Waiter
 
 log = logging.getLogger("celery_steps.routing")
 _conditions: dict[str, Expression] = {}
@@ -85,15 +87,12 @@ def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
 
 def _resume_waiters(life: Lifecycle, event: dict[str, Any], received_at: int) -> None:
     store = life.store
+    views: dict[str, dict[str, Any]] = {}
     for waiter in store.find_waiters(event["name"], event):
         if received_at < waiter.registered_at:
             continue  # sent before the wait began
-        if waiter.condition:
-            run = store.load_run(waiter.run_id)
-            if run is None or not run.events:
-                continue
-            if not compiled(waiter.condition).matches(event=run.events[0], **{"async": event}):
-                continue
+        if not _condition_holds(store, waiter, event, views):
+            continue
         state = {"status": "completed", "result": event, "ended_at": life.clock.now_ms()}
         life.resolve_and_wake(waiter.run_id, waiter.function_id, waiter.step_key, state)
 
@@ -101,16 +100,40 @@ def _resume_waiters(life: Lifecycle, event: dict[str, Any], received_at: int) ->
 def _apply_cancel_on(life: Lifecycle, event: dict[str, Any], received_at: int) -> None:
     """cancel_on is matched with waiters registered when each run was created."""
     store = life.store
+    views: dict[str, dict[str, Any]] = {}
     for waiter in store.find_waiters(f"cancel:{event['name']}", event):
         if received_at < waiter.registered_at:
             continue
         if waiter.timeout_ms is not None and received_at > waiter.registered_at + waiter.timeout_ms:
             continue
+        if not _condition_holds(store, waiter, event, views):
+            continue
+        try:  # a run that ended meanwhile stays as it is
+            life.cancel(waiter.run_id, reason=f"cancelled by event {event['name']} ({event['id']})")
+        except RunNotFound:
+            continue  # expired meanwhile
+
+
+def _condition_holds(store: StateStore, waiter: Waiter, event: dict[str, Any],
+                     views: dict[str, dict[str, Any]]) -> bool:
+    """The waiter's condition over its run's trigger (``event``) and ``event`` (``async``),
+    from what the waiter keeps of the trigger. Only a waiter that keeps none loads its run:
+    one stored by an older version, one whose parts were too big, a debounced run's
+    cancel_on (see :mod:`celery_steps.engine.waiters`).
+
+    ``views`` caches, per condition, what it reads of ``event``: evaluated against many
+    waiters, the condition converts only that into CEL values, not the whole event."""
+    condition = waiter.condition
+    if not condition:
+        return True
+    trigger = waiter.trigger
+    if trigger is None:
         run = store.load_run(waiter.run_id)
-        if run is None or run.ended or not run.events:
-            continue
-        if waiter.condition and not compiled(waiter.condition).matches(
-            event=run.events[0], **{"async": event}
-        ):
-            continue
-        life.cancel(waiter.run_id, reason=f"cancelled by event {event['name']} ({event['id']})")
+        if run is None or not run.events:
+            return False
+        trigger = run.events[0]
+    incoming = views.get(condition)
+    if incoming is None:
+        reads = shape(condition).async_reads
+        incoming = views[condition] = event if reads is None else prune(event, reads)
+    return compiled(condition).matches(event=trigger, **{"async": incoming})

@@ -6,11 +6,11 @@ from typing import Any
 
 from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
-from celery_steps.expressions import match_key_at
+from celery_steps.engine.waiters import build_waiter
 from celery_steps.functions import Function
 from celery_steps.runtime.gates import concurrency_gates, priority_ms, throttle_gate
 from celery_steps.settings import Settings
-from celery_steps.store.base import NewRun, Waiter
+from celery_steps.store.base import NewRun
 from celery_steps.telemetry import run_trace
 
 
@@ -36,15 +36,13 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
         start_by = min(start_by, deadlines.get("start", start_by))
     trigger = events[0] if events else {}
     waiters = tuple(
-        Waiter(
-            event_name=f"cancel:{c.option.event}",
-            run_id=run_id,
-            function_id=fn.id,
-            step_key=f"cancel_on:{index}",
-            match_path=c.option.match,
-            match_key=match_key_at(trigger, c.option.match) if c.option.match else None,
+        build_waiter(
+            f"cancel:{c.option.event}", run_id, fn.id, f"cancel_on:{index}", trigger,
+            match=c.option.match,
             condition=c.option.if_exp,
             timeout_ms=None if c.timeout is None else to_ms(c.timeout),
+            # a debounced run's trigger is its latest event until it starts
+            trigger_final=fn.flow.debounce is None,
         )
         for index, c in enumerate(fn.cancel_on)
     )

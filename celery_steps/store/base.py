@@ -137,6 +137,10 @@ class Waiter:
     condition: str | None = None
     # cancel_on(timeout=...): events received later than this after registration are ignored
     timeout_ms: int | None = None
+    # What ``condition`` reads of the run's triggering event (its ``event``), pruned to those
+    # paths, so routing evaluates it without loading the run. None: not kept (a waiter
+    # stored by an older version, or too big): routing loads the run.
+    trigger: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def member(self) -> str:
