@@ -11,10 +11,11 @@ killed at exit) and measures:
 (a) wake-up lateness: N timer members due within the next ~3 s are put straight into the
     ``<ns>:timers`` sorted set (setup, not timed); then one or two real ``TimerPoller``
     threads (each with its own ``RedisStore``, as two workers would have) claim them. The
-    poller's ``dispatch`` is replaced by a recorder of ``now - due`` per member (so this is
-    the poller's own lateness), and, in a third scenario, by the recorder followed by the
-    real ``dispatch`` of a real ``CelerySteps`` (a Celery publish per member, as in
-    production). p50/p99/max, and how many members fired more or less than once.
+    poller's ``dispatch_claimed`` is replaced by a recorder of ``now - due`` per member (so
+    this is the poller's own lateness), and, in a third scenario, by the recorder followed by
+    the real ``dispatch_claimed`` of a real ``CelerySteps`` (Celery publishes, up to
+    ``steps_wake_batch`` runs per message; no worker pool to hand them to). p50/p99/max, and
+    how many members fired more or less than once.
     The real-dispatch scenario is repeated with a fifth of the timers, below what one
     process can publish. A sparse scenario spreads 60 timers 50-400 ms apart, so the poller
     really blocks in ``BLPOP`` between them: the precision of the blocking wait itself. Two
@@ -62,19 +63,20 @@ BYTES_TARGET = 1024
 
 # -- (a) wake-up lateness ----------------------------------------------------------------------
 class Recorder:
-    """Stands in for ``poller.dispatch``: records when each member was dispatched, by whom."""
+    """Stands in for ``poller.dispatch_claimed``: records when each member was claimed and
+    dispatched, by whom."""
 
     def __init__(self, then: Any = None) -> None:
         self.lock = threading.Lock()
         self.fired: list[tuple[str, float, str]] = []
         self.then = then  # the real dispatch to call afterwards, or None
 
-    def __call__(self, publisher: Any, member: str) -> None:
+    def __call__(self, life: Any, claimed: list[tuple[str, int]], *args: Any) -> Any:
         now = time.time() * 1000.0
+        who = threading.current_thread().name
         with self.lock:
-            self.fired.append((member, now, threading.current_thread().name))
-        if self.then is not None:
-            self.then(publisher, member)
+            self.fired.extend((member, now, who) for member, _ in claimed)
+        return self.then(life, claimed, *args) if self.then is not None else []
 
 
 def _stand_in(url: str, namespace: str) -> SimpleNamespace:
@@ -113,7 +115,7 @@ def lateness_scenario(
     )
     if real_steps is not None:
         fakes: list[Any] = [real_steps.runtime] * pollers  # one runtime, as in one worker
-        recorder = Recorder(then=poller_mod.dispatch)
+        recorder = Recorder(then=poller_mod.dispatch_claimed)
     else:
         fakes = [_stand_in(url, namespace) for _ in range(pollers)]
         recorder = Recorder()
@@ -135,8 +137,8 @@ def lateness_scenario(
     _schedule(client, timers_key, signal_key, due)
     setup_ms = time.time() * 1000 - now
 
-    original = poller_mod.dispatch
-    poller_mod.dispatch = recorder  # type: ignore[assignment]
+    original = poller_mod.dispatch_claimed
+    poller_mod.dispatch_claimed = recorder  # type: ignore[assignment]
     threads = []
     try:
         for index, fake in enumerate(fakes):
@@ -156,7 +158,7 @@ def lateness_scenario(
     finally:
         for p in threads:
             p.stop()
-        poller_mod.dispatch = original  # type: ignore[assignment]
+        poller_mod.dispatch_claimed = original  # type: ignore[assignment]
 
     counts = Counter(m for m, _, _ in recorder.fired)
     first: dict[str, float] = {}
