@@ -8,7 +8,9 @@ from typing import Any
 from celery_steps.errors import ConfigurationError
 from celery_steps.jsonshape import DEFAULT_MAX_DEPTH
 
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://")
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://",
+                 "redis+cluster://", "rediss+cluster://")
+MAX_SHARDS = 1024
 # Deeper values reach recursion limits on the way (Python's json and copy, Lua's cjson).
 MAX_JSON_DEPTH_SETTING = 200
 
@@ -22,6 +24,9 @@ class Settings:
     # them: {"master_name": "mymaster", "sentinel_kwargs": {...}, ...}
     store_transport_options: dict[str, Any] | None = None
     namespace: str = "celery_steps"
+    # how many ways runs, events, timers and indexes are split (one Redis Cluster slot each):
+    # None = 16 on a cluster, 1 on one server; fixed once a namespace has data
+    store_shards: int | None = None
     event_max_bytes: int = 512 * 1024
     retry_backoff_base: float = 1.0
     retry_backoff_max: float = 600.0
@@ -86,6 +91,12 @@ class Settings:
                 f"setting steps_json_max_depth must be a whole number from 1 to "
                 f"{MAX_JSON_DEPTH_SETTING}, got {depth!r}"
             )
+        shards = self.store_shards
+        if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int)
+                                   or not 1 <= shards <= MAX_SHARDS):
+            raise ConfigurationError(
+                f"setting steps_store_shards must be a whole number from 1 to {MAX_SHARDS}, "
+                f"got {shards!r}")
         if not isinstance(self.namespace, str) or not self.namespace or "{" in self.namespace:
             raise ConfigurationError(
                 f"setting steps_namespace must be a non-empty string without braces, "

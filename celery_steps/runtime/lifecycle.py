@@ -29,6 +29,7 @@ from celery_steps.events import (
 )
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function, Registry
+from celery_steps.runtime.gates import gate
 from celery_steps.runtime.ports import Transport
 from celery_steps.runtime.runs import new_run, run_id_for
 from celery_steps.settings import Settings, resolve_store_url, store_transport_options
@@ -80,7 +81,8 @@ class Lifecycle:
                     if not shared:
                         self._store = open_store(
                             url, namespace=self.settings.namespace, clock=self.clock,
-                            options=store_transport_options(url, self.conf))
+                            options=store_transport_options(url, self.conf),
+                            shards=self.settings.store_shards)
                         self._store.register_functions(list(self.registry.by_id))
                     self._store_pid = os.getpid()
         assert self._store is not None
@@ -252,6 +254,11 @@ class Lifecycle:
         this process dies half way, the outbox timer has it done again."""
         self._notify_parent(run, outcome)
         self._send_system_events(function, run, outcome)
+        singleton = function.flow.singleton
+        if singleton is not None and run.events:  # the key may never be used again
+            self.store.release_singleton(
+                gate(self.settings.namespace, "single", function, singleton.key, run.events[0]),
+                run.id)
         self.store.notified(run.id)
 
     def _notify_parent(self, run: RunRecord, outcome: Outcome) -> None:

@@ -429,6 +429,11 @@ class StateStore(abc.ABC):
         :data:`SINGLETON_CLAIM_MS` ago whose run does not exist yet. ``force`` takes the gate
         whatever holds it."""
 
+    @abc.abstractmethod
+    def release_singleton(self, gate: str, run_id: str) -> None:
+        """Free the gate if ``run_id`` still holds it (its run ended): gates of keys never
+        used again do not stay behind."""
+
     # -- functions ----------------------------------------------------------------------
     @abc.abstractmethod
     def register_functions(self, function_ids: list[str]) -> None:

@@ -38,6 +38,7 @@ from celery_steps.store.base import (
     proc_of,
 )
 from celery_steps.store.memory_gates import GateBook
+from celery_steps.store.memory_timers import MemoryTimers
 
 
 @dataclass
@@ -57,7 +58,7 @@ class _Run:
     branches: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-class MemoryStore(StateStore):
+class MemoryStore(MemoryTimers, StateStore):
     """A dict-backed :class:`StateStore` with the same semantics as the Redis one."""
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -487,6 +488,11 @@ class MemoryStore(StateStore):
             self._singletons[gate] = (run_id, now)
             return None
 
+    def release_singleton(self, gate: str, run_id: str) -> None:
+        with self._lock:
+            if self._singletons.get(gate, ("",))[0] == run_id:
+                del self._singletons[gate]
+
     def _free(self, entry: _Run, now: int | None) -> None:
         """Give back the run's places; the runs now owed them are due at once."""
         for member in self._gates.free_all(entry.concurrency, self._run_member(entry), now):
@@ -534,62 +540,15 @@ class MemoryStore(StateStore):
         if bucket in buckets and not buckets[bucket]:
             del buckets[bucket]
 
-    # -- timers -------------------------------------------------------------------------
-    def schedule(self, member: str, due: int) -> None:
-        with self._lock:
-            self._schedule(member, due)
-
-    def unschedule(self, member: str) -> None:
-        with self._lock:
-            self._timers.pop(member, None)
-
-    def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
-        with self._lock:
-            due = sorted((score, m) for m, score in self._timers.items() if score <= now)[:limit]
-            for _, member in due:
-                self._timers[member] = now + redo_ms
-            return [(member, now + redo_ms) for _, member in due]
-
-    def ack_timers(self, claimed: list[tuple[str, int]]) -> None:
-        with self._lock:
-            for member, score in claimed:
-                if self._timers.get(member) == score:
-                    del self._timers[member]
-
-    def next_due(self) -> int | None:
-        with self._lock:
-            return min(self._timers.values(), default=None)
-
-    def wait_for_signal(self, timeout: float) -> None:
-        with self._signal:
-            self._signal.wait(timeout)
-
-    def signal(self) -> None:
-        with self._signal:
-            self._signal.notify_all()
-
     # -- housekeeping -------------------------------------------------------------------
     def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
         with self._lock:
             before = len(self._runs)
             for run_id in list(self._runs):
                 self._entry(run_id)  # drops it when it expired
-            for gate in [g for g, holders in self._holders.items() if not holders]:
-                del self._holders[gate]
             return before - len(self._runs)
 
-    def timer_members(self) -> dict[str, int]:
-        """A copy of every pending timer (for tests and the testing helpers)."""
-        with self._lock:
-            return dict(self._timers)
-
     # -- helpers ------------------------------------------------------------------------
-    def _schedule(self, member: str, due: int) -> None:
-        earliest = min(self._timers.values(), default=None)
-        self._timers[member] = due
-        if earliest is None or due < earliest:
-            self._signal.notify_all()
-
     def _held(self, run_id: str, holder: str) -> _Run | None:
         entry = self._entry(run_id)
         if entry is None or entry.holder != holder:

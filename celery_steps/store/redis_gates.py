@@ -13,16 +13,19 @@ waiting queue, scored by ``(began to wait - priority) * 1024 + arrival``), ``G:q
 when each waiter is forgotten unless it asks again), ``G:qn`` (the arrival counter). A throttle
 gate ``T`` has ``T`` (string: GCRA theoretical arrival time) and the same three queue keys.
 
-Still crossing slots, for the Redis Cluster work to settle: ``join_pending`` and
-``claim_singleton`` read (and ``join_pending`` writes) a run's keys; ``create_run`` and
-``acquire`` set and clear a debounce/batch gate; and the run scripts schedule on the one
-timers key.
+Singleton and debounce/batch gates name a run (``<run id>|<claimed at ms>``), whose keys are
+in another slot: the store reads the gate, checks or changes the run with the run's own
+script, then compare-and-sets the gate. A run that a gate names but that does not exist was
+being created a moment ago (its gate is claimed first) or never will be (its creator died):
+the first is waited for, the second replaced, after ``SINGLETON_CLAIM_MS``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
@@ -32,20 +35,22 @@ from celery_steps.store.base import (
     SINGLETON_CLAIM_MS,
     WAITER_GRACE_MS,
     ConcurrencyGate,
+    GateTaken,
     ThrottleGate,
 )
+from celery_steps.store.redis_keys import KeyLayout
+from celery_steps.store.redis_values import s
 
-GATE_SCRIPTS = ("admit", "claim_singleton", "join_pending", "gate_take", "gate_free",
-                "throttle")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+GATE_SCRIPTS = ("admit", "claim_singleton", "clear_gate", "join_pending", "gate_take",
+                "gate_free", "throttle")
+# A gate naming a run that does not exist yet is read again (every 2 ms, then less often) for
+# this long: its creator claimed it and creates the run a moment later, unless it died.
+CREATE_WAIT_S = 5.0
 
 
 def parse_concurrency(raw: Any) -> list[ConcurrencyGate]:
     """A run's ``conc`` field: JSON ``[[key, limit], ...]`` (or the older ``limit|key``)."""
-    text = _s(raw) if raw is not None else ""
+    text = s(raw) if raw is not None else ""
     if not text:
         return []
     if not text.startswith("["):
@@ -73,22 +78,21 @@ class RedisGates:
     """The flow-control half of :class:`~celery_steps.store.redis.RedisStore` (a mixin)."""
 
     r: redis.Redis
-    ns: str
-    timers_key: str
-    signal_key: str
+    keys: KeyLayout
     _scripts: dict[str, Any]
+    _wake: Callable[[list[str]], None]  # RedisTimers'
 
     # -- the concurrency and throttle gates of a run ----------------------------------------
     def _take_places(self, reply: list[Any], member: str, now: int,
                      lease_ms: int) -> tuple[list[ConcurrencyGate], int | None]:
         """Take a place in each gate of a run, from acquire's ``{'gates', conc, thr, prio,
         created_at, started}``: (places held, None), or ([], ms to wait) when refused."""
-        conc, thr = parse_concurrency(reply[1]), _s(reply[2])
-        priority, created_at = int(_s(reply[3]) or 0), int(_s(reply[4]))
-        began = now if _s(reply[5]) == "1" else created_at
+        conc, thr = parse_concurrency(reply[1]), s(reply[2])
+        priority, created_at = int(s(reply[3]) or 0), int(s(reply[4]))
+        began = now if s(reply[5]) == "1" else created_at
         held: list[ConcurrencyGate] = []
         for gate in conc:
-            answer = _s(self._scripts["gate_take"](
+            answer = s(self._scripts["gate_take"](
                 keys=queue_keys(gate.key),
                 args=[member, now, lease_ms, gate.limit, began - priority,
                       now + CONCURRENCY_RETRY_MS + WAITER_GRACE_MS]))
@@ -116,34 +120,29 @@ class RedisGates:
         for gate in gates:
             heads = self._scripts["gate_free"](keys=queue_keys(gate.key)[:3],
                                                args=[member, gate.limit, when])
-            woken.extend(_s(m) for m in heads)
-        if woken:
-            with self.r.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.timers_key, dict.fromkeys(woken, 0), lt=True)
-                pipe.lpush(self.signal_key, "1")
-                pipe.ltrim(self.signal_key, 0, 0)
-                pipe.execute()
+            woken.extend(s(m) for m in heads)
+        self._wake(woken)
 
     def _after_let_go(self, conc: Any, member: Any, now: int | None) -> None:
         gates = parse_concurrency(conc)
         if gates:
-            self._free_places(gates, _s(member), now)
+            self._free_places(gates, s(member), now)
 
     def _renew_places(self, conc: Any, member: Any, until: int) -> None:
         gates = parse_concurrency(conc)
         if gates:
             with self.r.pipeline(transaction=False) as pipe:
                 for gate in gates:
-                    pipe.zadd(gate.key, {_s(member): until}, xx=True)
+                    pipe.zadd(gate.key, {s(member): until}, xx=True)
                 pipe.execute()
 
     def _leave_throttle(self, thr: Any, member: Any) -> None:
-        text = _s(thr)
+        text = s(thr)
         if text:
             key = json.loads(text)[0]
             with self.r.pipeline(transaction=False) as pipe:
                 for queue in queue_keys(key)[1:3]:
-                    pipe.zrem(queue, _s(member))
+                    pipe.zrem(queue, s(member))
                 pipe.execute()
 
     # -- admission at routing ----------------------------------------------------------------
@@ -162,14 +161,60 @@ class RedisGates:
                      now: int, max_size: int, period_ms: int,
                      timeout_ms: int | None) -> tuple[str, bool] | None:
         compact = {k: v for k, v in event.items() if v is not None}
-        reply = self._scripts["join_pending"](
-            keys=[gate, self.timers_key, self.signal_key],
-            args=[mode, json.dumps(compact, separators=(",", ":")), now, max_size, period_ms,
-                  "" if timeout_ms is None else timeout_ms, self.ns, str(event.get("id"))])
-        return None if not reply else (_s(reply[0]), bool(int(reply[1])))
+        deadline, pause = time.monotonic() + CREATE_WAIT_S, 0.002
+        while True:
+            raw = self.r.get(gate)
+            if raw is None:
+                return None
+            run_id, _, claimed = s(raw).partition("|")
+            rk = self.keys.run_keys(run_id)
+            joined = int(self._scripts["join_pending"](
+                keys=[rk.meta, rk.events, rk.eids, rk.timers],
+                args=[mode, json.dumps(compact, separators=(",", ":")), now, max_size,
+                      period_ms, "" if timeout_ms is None else timeout_ms,
+                      str(event.get("id")), gate, run_id]))
+            if joined > 0:
+                if joined == 2:  # full: the next event opens another batch
+                    self._scripts["clear_gate"](keys=[gate], args=[run_id])
+                return run_id, joined == 2
+            if joined < 0 and now - int(claimed or 0) < SINGLETON_CLAIM_MS \
+                    and time.monotonic() < deadline:
+                time.sleep(pause)  # claimed a moment ago: its run is being created
+                pause = min(pause * 2, 0.1)
+                continue
+            self._scripts["clear_gate"](keys=[gate], args=[run_id])  # it collects no more
+            return None
+
+    def _open_pending(self, gate: str, run_id: str, now: int) -> None:
+        """Claim a debounce/batch gate for the new run collecting its events (before the run
+        is created): :class:`GateTaken` when another run collects for it."""
+        if self.r.set(gate, f"{run_id}|{now}", nx=True):
+            return
+        current = s(self.r.get(gate) or b"").partition("|")[0]
+        if current != run_id:  # (the same run: a retried create)
+            raise GateTaken(gate)
+
+    def _close_pending(self, gate: str, run_id: str) -> None:
+        self._scripts["clear_gate"](keys=[gate], args=[run_id])
 
     def claim_singleton(self, gate: str, run_id: str, *, now: int,
                         force: bool = False) -> str | None:
-        holder = self._scripts["claim_singleton"](
-            keys=[gate], args=[run_id, "1" if force else "0", self.ns, now, SINGLETON_CLAIM_MS])
-        return None if holder is None else _s(holder)
+        for _ in range(10):  # compare-and-set: again only when another claim came between
+            raw = self.r.get(gate)
+            current = s(raw) if raw is not None else ""
+            if current and not force:
+                holder, _, claimed = current.partition("|")
+                if holder != run_id:
+                    status = self.r.hget(self.keys.run(holder), "status")
+                    if status is not None and s(status) not in ("completed", "failed",
+                                                                 "cancelled"):
+                        return holder
+                    if status is None and now - int(claimed or 0) < SINGLETON_CLAIM_MS:
+                        return holder  # claimed moments ago: its run is being created
+            if int(self._scripts["claim_singleton"](keys=[gate],
+                                                    args=[current, f"{run_id}|{now}"])):
+                return None
+        raise RuntimeError(f"the singleton gate {gate} kept changing")
+
+    def release_singleton(self, gate: str, run_id: str) -> None:
+        self._scripts["clear_gate"](keys=[gate], args=[run_id])

@@ -12,6 +12,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from celery_steps.errors import StoreEvictionError
+from celery_steps.store.redis_client import is_cluster
 
 log = logging.getLogger("celery_steps.store")
 SAFE_POLICIES = ("noeviction",)
@@ -19,6 +20,15 @@ SAFE_POLICIES = ("noeviction",)
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_config(client: redis.Redis, name: str) -> list[str]:
+    """A CONFIG GET value: one per master of a cluster, else one."""
+    if is_cluster(client):
+        replies: dict[str, Any] = client.config_get(  # type: ignore[call-arg, assignment]
+            name, target_nodes="primaries")
+        return [_s(reply.get(name, "")) for reply in replies.values()]
+    return [_s(client.config_get(name).get(name, ""))]
 
 
 class EvictionGuard:
@@ -46,11 +56,12 @@ class EvictionGuard:
 
     def _read_policy(self) -> None:
         try:
-            policy = _s(self.r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+            policies = read_config(self.r, "maxmemory-policy")
         except ResponseError:  # CONFIG disabled (managed Redis): say so, trust the operator
             log.warning("cannot read maxmemory-policy; make sure it is 'noeviction'")
             return
-        evicting = bool(policy) and policy not in SAFE_POLICIES
+        policy = next((p for p in policies if p and p not in SAFE_POLICIES), "")
+        evicting = bool(policy)
         if evicting and self.problem is None:
             log.critical("the Redis behind steps_store_url now evicts keys (maxmemory-policy "
                          "%r): celery-steps writes nothing until it is 'noeviction' again",

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from celery_steps import Context
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import Deployment, RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
 
@@ -25,10 +25,11 @@ def counter(server: RedisServer, ns: str) -> Any:
 
 
 def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
     # given a broker that would redeliver any unacked message after one second
-    app, steps = redis_app(redis_server.url(), broker_url,
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store,
                            broker_transport_options={"visibility_timeout": 1})
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
@@ -54,9 +55,10 @@ def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
 
 
 def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
 
@@ -99,9 +101,10 @@ def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
 
 
 def test_one_event_resumes_its_waiter_among_many_in_constant_lookups(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
 
     @steps.function(id="many", trigger="t/many")
     def many(ctx: Context) -> Any:

@@ -18,14 +18,15 @@ from celery_steps import (
     RateLimit,
     Singleton,
 )
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import Deployment, RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
 
 def test_a_concurrency_limit_of_one_runs_one_execution_at_a_time(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
     lock = threading.Lock()
     active = {"now": 0, "peak": 0}
 
@@ -51,9 +52,10 @@ def test_a_concurrency_limit_of_one_runs_one_execution_at_a_time(
 
 
 def test_batched_events_reach_one_run_on_a_real_worker(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
 
     @steps.function(id="batch", trigger="t/batch", batch_events=BatchEvents(4, "1m"))
     def batch(ctx: Context) -> list[int]:

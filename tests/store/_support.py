@@ -141,8 +141,14 @@ def blocked_waiters(store: StateStore, *, on: str = "signal") -> int:
         condition = store._signal if on == "signal" else store._ended
         return len(condition._waiters)  # type: ignore[attr-defined]
     assert isinstance(store, RedisStore)
-    command = "blpop" if on == "signal" else "blmove"
-    return sum(1 for c in store.r.client_list() if c.get("cmd") == command)
+    nodes = {"target_nodes": "all"} if store.cluster else {}
+    if on == "signal":  # subscribed: a signal sent from now on reaches it
+        counts = store.r.pubsub_numsub(store.keys.signal, **nodes)
+        return sum(int(n) for _, n in (counts.values() if isinstance(counts, dict) else counts))
+    clients = store.r.client_list(**nodes)
+    if isinstance(clients, dict):
+        clients = [c for per_node in clients.values() for c in per_node]
+    return sum(1 for c in clients if c.get("cmd") == "blmove")
 
 
 class Waiting(threading.Thread):

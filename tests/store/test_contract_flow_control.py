@@ -33,7 +33,7 @@ from tests.store._support import (
 
 
 def a_gate(kind: str) -> str:
-    return f"gate-{kind}-{uuid.uuid4().hex[:8]}"
+    return f"gate-{kind}-{{{uuid.uuid4().hex[:8]}}}"  # one slot, as the runtime names them
 
 
 def gated(store, *gates: tuple[str, int], created_at: int = NOW, priority_ms: int = 0,

@@ -151,6 +151,22 @@ def test_list_runs_filters_by_status(store) -> None:
         running]
 
 
+@pytest.mark.parametrize("others", ["newer runs of another function", "its own other runs"])
+def test_list_runs_finds_a_functions_runs_in_a_status_behind_many_others(store,
+                                                                         others: str) -> None:
+    # given two completed runs of fn/a, behind 120 newer completed runs of fn/b, or behind
+    # 130 newer queued runs of fn/a itself (either index may be the one paged)
+    wanted = [finished(store, function_id="fn/a", created_at=NOW + i) for i in range(2)]
+    for i in range(120 if others.startswith("newer") else 130):
+        if others.startswith("newer"):
+            finished(store, function_id="fn/b", created_at=NOW + 10 + i)
+        else:
+            create(store, function_id="fn/a", created_at=NOW + 10 + i)
+    # when listing fn/a's completed runs, then both are found, newest first
+    found = store.list_runs(function_id="fn/a", status="completed", limit=10)
+    assert [r.id for r in found] == wanted[::-1]
+
+
 def test_list_runs_filters_by_function_and_status_together(store) -> None:
     create(store, function_id="fn/a", created_at=NOW)
     wanted = finished(store, function_id="fn/a", created_at=NOW + 1)
@@ -298,7 +314,7 @@ def test_renew_by_the_holder_extends_the_lease_and_moves_the_watchdog(store) -> 
 
 def test_renew_after_cancel_fails_and_does_not_take_back_the_concurrency_place(store) -> None:
     # given a running run holding the only place of its concurrency gate, then cancelled
-    gate = f"gate-conc-{new_id()}"
+    gate = f"gate-conc-{{{new_id()}}}"
     run_id, token = leased(store, concurrency=(ConcurrencyGate(gate, 1),))
     store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
     # when its holder's heartbeat renews it

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from celery_steps import CancelOn, CelerySteps, Context, RateLimit
+from celery_steps import CancelOn, CelerySteps, Context, Debounce, RateLimit, Singleton
 from celery_steps.runtime.timers import TimerPoller
 from celery_steps.testing import fire_timers
 from tests.conftest import AgingClock, RedisServer
@@ -52,6 +52,14 @@ def test_a_workload_leaves_no_keys_once_its_retention_has_passed(
     def doomed(ctx: Context) -> None:
         ctx.step.run("boom", lambda: 1 / 0)
 
+    @steps.function(id="solo", trigger="g/solo", singleton=Singleton(key="event.data.n"))
+    def solo(ctx: Context) -> int:
+        return ctx.step.run("a", lambda: 1)
+
+    @steps.function(id="calm", trigger="g/calm", debounce=Debounce("1m", key="event.data.n"))
+    def calm(ctx: Context) -> int:
+        return len(ctx.events)
+
     baseline = keys()
 
     # given a workload of every kind of run and event
@@ -59,6 +67,10 @@ def test_a_workload_leaves_no_keys_once_its_retention_has_passed(
         steps.send("g/tour", {"n": n}, id=f"tour-{n}")
         steps.send("g/tour", {"n": n}, id=f"tour-{n}")  # a duplicate
     steps.send("g/doom")
+    for n in range(3):  # each key once: a gate per key, never used again
+        steps.send("g/solo", {"n": n})
+        steps.send("g/calm", {"n": n})
+        steps.send("g/calm", {"n": n})
     steps.send("g/stop", {"n": 2})
     for _ in range(4):
         clock.advance(3600)
@@ -79,10 +91,9 @@ def test_a_workload_leaves_no_keys_once_its_retention_has_passed(
     TimerPoller(steps.runtime).sweep_once()
 
     # then only what was there before remains, plus structures bounded by the code, not by
-    # the data: this host's live-process registry, the one-element timer signal, and the
-    # match paths in use per event name
+    # the data: this host's live-process registry and the match paths in use per event name
     left = keys() - baseline
-    structural = {f"{namespace}:timers:signal", f"{namespace}:w:g/answer:paths",
-                  f"{namespace}:w:cancel:g/stop:paths"}
+    structural = {f"{namespace}:{{s0}}:w:g/answer:paths",
+                  f"{namespace}:{{s0}}:w:cancel:g/stop:paths"}
     assert {k for k in left if ":procs:" not in k} <= structural, sorted(left)
     assert len([k for k in left if ":procs:" in k]) <= 1

@@ -153,11 +153,47 @@ def test_waking_the_head_of_a_queue_signals_a_blocked_poller(rstore) -> None:
     running, waiting = (create(rstore, concurrency=(gate,)) for _ in range(2))
     assert acquire(rstore, running, "t1")[0] == "ok"
     assert acquire(rstore, waiting, "t2")[0] == "limited"
-    rstore.r.delete(rstore.signal_key)
+    rstore.wait_for_signal(0.05)  # subscribed; earlier signals consumed
 
     started = time.monotonic()
     rstore.suspend(running, "t1", Suspension("sleeping", NOW + 60_000))
     rstore.wait_for_signal(5)
 
     assert time.monotonic() - started < 4
-    assert rstore.r.zscore(rstore.timers_key, f"r|shop/checkout|{waiting}") == 0
+    member = f"r|shop/checkout|{waiting}"
+    assert rstore.r.zscore(rstore.keys.timers(rstore.keys.member_shard(member)), member) == 0
+
+
+def test_an_event_joins_a_batch_whose_run_is_created_just_after_it_claimed_the_gate(
+    rstore,
+) -> None:
+    # given a router that claimed a batch gate and is about to create its run
+    gate = f"{rstore.ns}:gate:pend:shop/checkout:"
+    run_id = new_id()
+    now = int(time.time() * 1000)
+    rstore._open_pending(gate, run_id, now)
+    creator = threading.Timer(0.05, lambda: create(
+        rstore, run_id, events=[{"id": "e1", "name": "t"}], event_ids=["e1"], pending=gate))
+    creator.start()
+    try:
+        # when another event is routed to the gate meanwhile
+        joined = rstore.join_pending(gate, {"id": "e2", "name": "t"}, mode="batch", now=now,
+                                     max_size=10, period_ms=60_000, timeout_ms=60_000)
+    finally:
+        creator.join()
+    # then it joins that run (it waited for it) and the gate still names it
+    assert joined == (run_id, False)
+    assert rstore.r.get(gate).decode().startswith(run_id + "|")
+    record = rstore.load_run(run_id)
+    assert record is not None and len(record.events) == 2
+
+
+def test_a_gate_whose_creator_died_before_creating_its_run_is_reopened(rstore) -> None:
+    # given a batch gate claimed long ago for a run that never came
+    gate = f"{rstore.ns}:gate:pend:shop/checkout:"
+    now = int(time.time() * 1000)
+    rstore._open_pending(gate, "run-never", now - 120_000)
+    # when an event is routed to it, then no run collects (the caller opens a new one)
+    assert rstore.join_pending(gate, {"id": "e3", "name": "t"}, mode="batch", now=now,
+                               max_size=10, period_ms=60_000, timeout_ms=60_000) is None
+    assert rstore.r.get(gate) is None

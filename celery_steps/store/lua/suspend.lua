@@ -1,4 +1,5 @@
--- KEYS: run, steps, timers, signal
+-- KEYS: run, steps, timers, the shard's seven status indexes, then the waiter index keys of
+--       ARGV[7]
 -- ARGV: holder, status, wake_at, step key, step state, attempt, waiters, run id, op id
 -- Returns -1 (not held or cancelled), 1 (woken meanwhile: still held) or {0, concurrency
 -- gates, timer member}: let go, the store frees its places.
@@ -20,12 +21,13 @@ if redis.call('HGET', KEYS[1], 'wake') == '1' then
   redis.call('HSET', KEYS[1], 'wake', '0', 'sop', ARGV[9] .. ':1')
   return 1
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'sop', ARGV[9] .. ':0')
+set_status(KEYS[1], ARGV[8], ARGV[2], 4)
+redis.call('HSET', KEYS[1], 'sop', ARGV[9] .. ':0')
 redis.call('HDEL', KEYS[1], 'holder')
 local member = member_of(KEYS[1], ARGV[8])
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], member)
 else
-  schedule(KEYS[3], KEYS[4], member, ARGV[3])
+  schedule(KEYS[3], member, ARGV[3])
 end
 return {0, conc_of(KEYS[1]), member}
