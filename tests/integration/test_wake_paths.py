@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from celery_steps import CelerySteps, Concurrency, Context
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import Deployment, RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
 
@@ -53,10 +53,11 @@ def start_sleepers(steps: CelerySteps, count: int) -> list[str]:
 
 
 def test_a_worker_with_room_resumes_due_runs_without_a_broker_message(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
     # given sleepers due together, on a worker whose pool has room (the default)
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+                           steps_store_url=deployment.store)
     declare_sleepers(steps, datetime.now(timezone.utc) + timedelta(seconds=3))
     with published(app) as sent, running_worker(app):
         run_ids = start_sleepers(steps, 3)
@@ -71,10 +72,11 @@ def test_a_worker_with_room_resumes_due_runs_without_a_broker_message(
 
 
 def test_without_local_wake_ups_due_runs_are_published_in_batches(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
     # given 8 sleepers due at the same moment and a worker of 4 threads
-    app, steps = redis_app(redis_server.url(), broker_url, steps_wake_local=False)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+                           steps_store_url=deployment.store, steps_wake_local=False)
     declare_sleepers(steps, datetime.now(timezone.utc) + timedelta(seconds=4))
     with running_worker(app, concurrency=4):
         run_ids = start_sleepers(steps, 8)
@@ -87,9 +89,10 @@ def test_without_local_wake_ups_due_runs_are_published_in_batches(
 
 
 def test_a_wake_batch_of_one_publishes_one_task_per_wake_up(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url(), broker_url, steps_wake_local=False,
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+                           steps_store_url=deployment.store, steps_wake_local=False,
                            steps_wake_batch=1)
     declare_sleepers(steps, datetime.now(timezone.utc) + timedelta(seconds=4))
     with running_worker(app, concurrency=4):
@@ -102,10 +105,11 @@ def test_a_wake_batch_of_one_publishes_one_task_per_wake_up(
 
 
 def test_runs_woken_together_still_respect_their_concurrency_limit(
-    redis_server: RedisServer, broker_url: str,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
     # given 4 runs limited to one at a time, due together, on a worker of 4 threads
-    app, steps = redis_app(redis_server.url(), broker_url)
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+                           steps_store_url=deployment.store)
     lock = threading.Lock()
     running: list[int] = []
     most = [0]
