@@ -11,10 +11,11 @@ killed at exit) and measures:
 (a) wake-up lateness: N timer members due within the next ~3 s are put straight into the
     ``<ns>:timers`` sorted set (setup, not timed); then one or two real ``TimerPoller``
     threads (each with its own ``RedisStore``, as two workers would have) claim them. The
-    poller's ``dispatch`` is replaced by a recorder of ``now - due`` per member (so this is
-    the poller's own lateness), and, in a third scenario, by the recorder followed by the
-    real ``dispatch`` of a real ``CelerySteps`` (a Celery publish per member, as in
-    production). p50/p99/max, and how many members fired more or less than once.
+    poller's ``dispatch_claimed`` is replaced by a recorder of ``now - due`` per member (so
+    this is the poller's own lateness), and, in a third scenario, by the recorder followed by
+    the real ``dispatch_claimed`` of a real ``CelerySteps`` (Celery publishes, up to
+    ``steps_wake_batch`` runs per message; no worker pool to hand them to). p50/p99/max, and
+    how many members fired more or less than once.
     The real-dispatch scenario is repeated with a fifth of the timers, below what one
     process can publish. A sparse scenario spreads 60 timers 50-400 ms apart, so the poller
     really blocks in ``BLPOP`` between them: the precision of the blocking wait itself. Two
@@ -55,6 +56,7 @@ from celery_steps.clock import Clock
 from celery_steps.runtime.runs import run_id_for
 from celery_steps.settings import Settings
 from celery_steps.store.redis import RedisStore
+from celery_steps.store.redis_keys import KeyLayout
 
 LATENESS_TARGET_MS = 50.0
 BYTES_TARGET = 1024
@@ -62,19 +64,20 @@ BYTES_TARGET = 1024
 
 # -- (a) wake-up lateness ----------------------------------------------------------------------
 class Recorder:
-    """Stands in for ``poller.dispatch``: records when each member was dispatched, by whom."""
+    """Stands in for ``poller.dispatch_claimed``: records when each member was claimed and
+    dispatched, by whom."""
 
     def __init__(self, then: Any = None) -> None:
         self.lock = threading.Lock()
         self.fired: list[tuple[str, float, str]] = []
         self.then = then  # the real dispatch to call afterwards, or None
 
-    def __call__(self, publisher: Any, member: str) -> None:
+    def __call__(self, life: Any, claimed: list[tuple[str, int]], *args: Any) -> Any:
         now = time.time() * 1000.0
+        who = threading.current_thread().name
         with self.lock:
-            self.fired.append((member, now, threading.current_thread().name))
-        if self.then is not None:
-            self.then(publisher, member)
+            self.fired.extend((member, now, who) for member, _ in claimed)
+        return self.then(life, claimed, *args) if self.then is not None else []
 
 
 def _stand_in(url: str, namespace: str) -> SimpleNamespace:
@@ -88,14 +91,16 @@ def _stand_in(url: str, namespace: str) -> SimpleNamespace:
     )
 
 
-def _schedule(
-    client: redis.Redis, timers_key: str, signal_key: str, due_by_member: dict[str, int]
-) -> None:
-    items = list(due_by_member.items())
-    for start in range(0, len(items), 2000):
-        client.zadd(timers_key, dict(items[start : start + 2000]))
-    client.lpush(signal_key, "1")
-    client.ltrim(signal_key, 0, 0)
+def _schedule(client: redis.Redis, keys: KeyLayout, due_by_member: dict[str, int]) -> None:
+    """Put the timers in their shards' sorted sets and wake the pollers, as the store does."""
+    by_shard: dict[int, dict[str, int]] = {}
+    for member, due in due_by_member.items():
+        by_shard.setdefault(keys.member_shard(member), {})[member] = due
+    for shard, items in by_shard.items():
+        pairs = list(items.items())
+        for start in range(0, len(pairs), 2000):
+            client.zadd(keys.timers(shard), dict(pairs[start : start + 2000]))
+    client.publish(keys.signal, "1")
 
 
 def lateness_scenario(
@@ -113,13 +118,13 @@ def lateness_scenario(
     )
     if real_steps is not None:
         fakes: list[Any] = [real_steps.runtime] * pollers  # one runtime, as in one worker
-        recorder = Recorder(then=poller_mod.dispatch)
+        recorder = Recorder(then=poller_mod.dispatch_claimed)
     else:
         fakes = [_stand_in(url, namespace) for _ in range(pollers)]
         recorder = Recorder()
     client = redis.Redis.from_url(url)
-    timers_key, signal_key = f"{namespace}:timers", f"{namespace}:timers:signal"
-    client.delete(timers_key, signal_key)
+    keys = KeyLayout(namespace, 1)  # one server: one shard
+    client.delete(*(keys.timers(k) for k in range(keys.shards)))
 
     now = int(time.time() * 1000)
     due: dict[str, int] = {}
@@ -132,11 +137,11 @@ def lateness_scenario(
         lo, hi = spread_ms
         for i in range(n):
             due[f"r|bench-timer|run{i}"] = now + random.randint(lo, hi)
-    _schedule(client, timers_key, signal_key, due)
+    _schedule(client, keys, due)
     setup_ms = time.time() * 1000 - now
 
-    original = poller_mod.dispatch
-    poller_mod.dispatch = recorder  # type: ignore[assignment]
+    original = poller_mod.dispatch_claimed
+    poller_mod.dispatch_claimed = recorder  # type: ignore[assignment]
     threads = []
     try:
         for index, fake in enumerate(fakes):
@@ -156,7 +161,7 @@ def lateness_scenario(
     finally:
         for p in threads:
             p.stop()
-        poller_mod.dispatch = original  # type: ignore[assignment]
+        poller_mod.dispatch_claimed = original  # type: ignore[assignment]
 
     counts = Counter(m for m, _, _ in recorder.fired)
     first: dict[str, float] = {}
@@ -166,7 +171,7 @@ def lateness_scenario(
     span_s = (max(first.values()) - min(first.values())) / 1000 if len(first) > 1 else 0.0
     due_span_s = (max(due.values()) - min(due.values())) / 1000
     by_poller = Counter(who for _, _, who in recorder.fired)
-    left = client.zcard(timers_key)
+    left = sum(client.zcard(keys.timers(k)) for k in range(keys.shards))
     client.close()
     return {
         "label": label,
@@ -206,14 +211,18 @@ def _kind_of(key: str, ns: str) -> str:
     if not key.startswith(ns + ":"):
         return "other (Celery/kombu)"
     rest = key[len(ns) + 1 :]
-    if rest.startswith("run:{"):
-        tail = rest[rest.index("}") + 1 :]
-        return {"": "run meta hash", ":steps": "run steps hash", ":lease": "run lease"}.get(
-            tail, "run other"
-        )
+    if rest.startswith("{s"):  # a shard's key: <ns>:{s<k>}:<rest>
+        rest = rest[rest.index("}") + 2 :]
+    if rest.startswith("run:"):
+        tail = rest[len("run:") :].partition(":")[2]
+        return {"": "run meta hash", "steps": "run steps hash"}.get(tail, f"run {tail}")
     if rest.startswith("evt:"):
         return "event runs (evt:<id>:runs)" if rest.endswith(":runs") else "event (evt:<id>)"
-    return rest  # timers, runs, runs:fn:<id>, ...
+    if rest.startswith("runs:fn:"):
+        return "runs:fn:<id>"
+    if rest.startswith("runs:st:"):
+        return "runs:st:<status>"
+    return rest  # timers, runs:fns, ...
 
 
 def memory_census(client: redis.Redis, ns: str) -> dict[str, list[int]]:
@@ -309,7 +318,7 @@ def sleeper_bytes(url: str, runs: int) -> dict[str, Any]:
             for name, key in (
                 ("meta", sample),
                 ("steps", sample + ":steps"),
-                ("timers", f"{ns}:timers"),
+                ("timers", store.keys.timers(0)),
             )
         }
         out["listpack_value_max"] = int(
@@ -326,7 +335,7 @@ def sleeper_bytes(url: str, runs: int) -> dict[str, Any]:
             )
             client.delete(copy)
         client.config_set("hash-max-listpack-value", out["listpack_value_max"])
-        out["ttl_event_s"] = client.pttl(f"{ns}:evt:{event_ids[0]}") / 1000
+        out["ttl_event_s"] = client.pttl(store.keys.event(event_ids[0])) / 1000
         out["ttl_run_s"] = client.pttl(sample) / 1000
     out["used_memory_delta"] = mem1["used_memory"] - mem0["used_memory"]
     out["used_memory_dataset_delta"] = mem1.get("used_memory_dataset", 0) - mem0.get(
@@ -334,7 +343,7 @@ def sleeper_bytes(url: str, runs: int) -> dict[str, Any]:
     )
     out["census0"] = {k: (len(v), sum(v)) for k, v in census0.items()}
     out["census1"] = {k: (len(v), sum(v)) for k, v in census1.items()}
-    out["timers_card"] = client.zcard(f"{ns}:timers")
+    out["timers_card"] = client.zcard(store.keys.timers(0))
     client.close()
     return out
 

@@ -37,6 +37,12 @@ class Settings:
     route_sweep_after: float = 120.0
     timer_poller: bool = True
     timer_batch: int = 500
+    # At most this many due runs of one function (or event routings) per Celery task the
+    # timer pollers send; 1: one task per wake-up
+    wake_batch: int = 20
+    # A worker whose poller claims due wake-ups executes those it has room for itself, handing
+    # them to its own pool without a broker round trip (prefork and threads pools)
+    wake_local: bool = True
     # False: a sent event's routing and an invoked run's start are published by the workers'
     # timer pollers (the caller only writes to the store: one round trip); True: by the caller
     publish_from_client: bool = False
@@ -62,6 +68,7 @@ class Settings:
     def check(self) -> None:
         numeric = ("event_max_bytes", "retry_backoff_base", "retry_backoff_max", "run_retention",
                    "lease_ttl", "start_watchdog", "route_sweep_after", "timer_batch",
+                   "wake_batch",
                    "step_max_bytes", "run_max_steps", "run_max_state_bytes")
         for name in numeric:
             value = getattr(self, name)
@@ -69,6 +76,13 @@ class Settings:
                 raise ConfigurationError(
                     f"setting steps_{name} must be a positive number, got {value!r}"
                 )
+        if self.wake_batch != int(self.wake_batch):
+            raise ConfigurationError(
+                f"setting steps_wake_batch must be a whole number of runs, got "
+                f"{self.wake_batch!r}")
+        if not isinstance(self.wake_local, bool):
+            raise ConfigurationError(
+                f"setting steps_wake_local must be True or False, got {self.wake_local!r}")
         depth = self.json_max_depth
         if isinstance(depth, bool) or not isinstance(depth, int) or not (
             1 <= depth <= MAX_JSON_DEPTH_SETTING

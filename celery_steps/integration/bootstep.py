@@ -1,5 +1,6 @@
 """A worker bootstep that runs the timer poller (disable with ``steps_timer_poller=False``
-or ``celery worker --without-steps-timers``)."""
+or ``celery worker --without-steps-timers``), handing due wake-ups to the worker's own pool
+when it has room (``steps_wake_local``, see ``integration.local``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from celery import Celery, bootsteps
 
 from celery_steps.integration.children import ChildHeartbeat
+from celery_steps.integration.local import LOCAL_ATTR, WorkerPool
 from celery_steps.runtime import Runtime
 from celery_steps.runtime.timers import TimerPoller
 
@@ -34,13 +36,22 @@ class TimerPollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         runtime = runtime_of(parent.app)
         if runtime is None or self.disabled or not runtime.settings.timer_poller:
             return
-        self.poller = TimerPoller(runtime)
+        local = None
+        if runtime.settings.wake_local and getattr(parent, "use_eventloop", False):
+            local = WorkerPool(parent.app, runtime, parent)
+            setattr(parent, LOCAL_ATTR, local)
+        spread = getattr(parent, "concurrency", None)
+        self.poller = TimerPoller(runtime, local, spread=spread if isinstance(spread, int) else 1)
         self.poller.start()
 
     def stop(self, parent: Any) -> None:
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
+        local = getattr(parent, LOCAL_ATTR, None)
+        if local is not None:
+            setattr(parent, LOCAL_ATTR, None)
+            local.close()
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)

@@ -24,6 +24,7 @@ from celery_steps.integration.bootstep import (
     TimerPollerStep,
     add_worker_option,
 )
+from celery_steps.integration.local import LocalPoolStep
 from celery_steps.integration.resilience import BrokerResilienceStep
 from celery_steps.integration.routing import install_router
 from celery_steps.integration.transport import (
@@ -43,8 +44,11 @@ def install(app: Celery, runtime: Runtime) -> None:
     setattr(app, RUNTIME_ATTR, runtime)
 
     @app.task(name=ROUTE_TASK, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
-    def route(event_id: str) -> None:
-        runtime.route(event_id)
+    def route(event_id: str, *more: str) -> None:
+        if more:  # the timer pollers batch routings (steps_wake_batch)
+            runtime.route_many([event_id, *more])
+        else:
+            runtime.route(event_id)
 
     @app.task(name=BRANCH_TASK, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def branch(function_id: str, run_id: str, step_key: str) -> None:
@@ -69,6 +73,7 @@ def install(app: Celery, runtime: Runtime) -> None:
     app.steps["worker"].add(TimerPollerStep)
     app.steps["worker"].add(ChildHeartbeatStep)
     app.steps["worker"].add(BrokerResilienceStep)  # survive Redis restarts (docs/operations.md)
+    app.steps["consumer"].add(LocalPoolStep)  # due wake-ups without the broker (bootstep)
     add_worker_option(app)
 
     @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -109,11 +114,17 @@ def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
     is acknowledged (never redelivered) and Celery never retries it: retries are the run's own.
     Every other execution, a completed or cancelled run's included, ends in ``SUCCESS``.
 
+    Its arguments are one run id, or several (the timer pollers resume the due runs of a
+    function in tasks of up to ``steps_wake_batch``): it executes them one after the other,
+    and ends in ``FAILURE`` when one of them failed for good, after the others.
+
     Its ``queue=`` is applied by the :class:`~celery_steps.integration.routing.FunctionQueues`
     router in ``task_routes``, not as a task attribute (deprecated, gone in Celery 6).
     """
 
-    def run_function(run_id: str) -> str:
+    def run_function(run_id: str, *more: str) -> str | list[str]:
+        if more:  # the timer pollers batch wake-ups (steps_wake_batch)
+            return runtime.execute_many(fn.id, [run_id, *more])
         return runtime.execute(fn.id, run_id)  # raises RunFailedError when it failed the run
 
     run_function.__qualname__ = f"run_function[{fn.id}]"

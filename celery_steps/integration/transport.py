@@ -44,10 +44,11 @@ class CeleryPublisher:
         self.producer = producer
         self._driver: str | None = None
 
-    def publish_route(self, event_id: str) -> None:
-        self.app.tasks[ROUTE_TASK].apply_async(args=[event_id], producer=self.producer)
+    def publish_route(self, event_id: str, *more: str) -> None:
+        self.app.tasks[ROUTE_TASK].apply_async(args=[event_id, *more], producer=self.producer)
 
-    def enqueue_run(self, function_id: str, run_id: str, *, priority: int | None = None) -> None:
+    def enqueue_run(self, function_id: str, run_id: str, *more: str,
+                    priority: int | None = None) -> None:
         fn = self.registry.by_id.get(function_id)
         name = fn.task_name if fn else TASK_PREFIX + function_id
         options: dict[str, Any] = {"producer": self.producer}
@@ -57,9 +58,9 @@ class CeleryPublisher:
                 options["priority"] = level
         task = self.app.tasks.get(name)
         if task is not None:
-            task.apply_async(args=[run_id], **options)
+            task.apply_async(args=[run_id, *more], **options)
         else:  # a function served by another app on the same store
-            self.app.send_task(name, args=[run_id], **options)
+            self.app.send_task(name, args=[run_id, *more], **options)
 
     @property
     def driver(self) -> str:

@@ -304,10 +304,16 @@ class Lifecycle:
     def resolve_and_wake(self, run_id: str, function_id: str, step_key: str,
                          update: dict[str, Any]) -> bool:
         """Resolve a suspended step from outside its run and resume the run; True if this
-        call won (a step resolves once)."""
-        if not self.store.resolve_step(run_id, step_key, update, wake_at=self.safety_wake_at()):
+        call won (a step resolves once). The run's timer is armed due now, and the timer
+        pollers resume it (in the pool of the worker that claims it, when it has room);
+        when this process publishes itself (``steps_publish_from_client``, eager mode), it
+        sends the run's task and the timer is only a safety net."""
+        publish = self.publishes()
+        wake_at = self.safety_wake_at() if publish else self.clock.now_ms()
+        if not self.store.resolve_step(run_id, step_key, update, wake_at=wake_at):
             return False
-        self.enqueue(function_id, run_id)
+        if publish:
+            self.enqueue(function_id, run_id)
         return True
 
     def resolve_task_step(self, run_id: str, function_id: str, step_key: str,

@@ -1,8 +1,10 @@
-"""The one port through which the runtime reaches the message broker.
+"""The ports through which the runtime reaches the message broker and the worker's pool.
 
 The runtime never imports Celery: it publishes through a :class:`Transport`, which the Celery
-glue (:mod:`celery_steps.integration.transport`) implements. A fake transport is all a unit
-test of the runtime needs.
+glue (:mod:`celery_steps.integration.transport`) implements, and a worker's timer poller may
+hand due wake-ups straight to its own pool through a :class:`LocalPool`
+(:mod:`celery_steps.integration.local`). A fake transport is all a unit test of the runtime
+needs.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Any, Protocol
 class Publisher(Protocol):
     """Sends the runtime's messages. Each method raises when the broker refuses the message."""
 
-    def publish_route(self, event_id: str) -> None:
-        """Send the task that routes a stored event."""
+    def publish_route(self, event_id: str, *more: str) -> None:
+        """Send the task that routes a stored event (and ``more`` events, one after the
+        other)."""
 
-    def enqueue_run(self, function_id: str, run_id: str, *, priority: int | None = None) -> None:
-        """Send the task that executes (or resumes) a run, with no ETA; ``priority`` (seconds,
-        -600..600, from the function's ``Priority``) becomes the broker's message priority
-        where the broker has them."""
+    def enqueue_run(self, function_id: str, run_id: str, *more: str,
+                    priority: int | None = None) -> None:
+        """Send the task that executes (or resumes) a run (and ``more`` runs of the same
+        function, one after the other), with no ETA; ``priority`` (seconds, -600..600, from
+        the function's ``Priority``) becomes the broker's message priority where the broker
+        has them."""
 
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
         """Send the task that runs one ``ctx.step.parallel`` branch of a run."""
@@ -45,3 +50,22 @@ class Transport(Publisher, Protocol):
     def task_result(self, task_id: str) -> dict[str, Any] | None:
         """A ``run_task`` task's outcome from the result backend, if it has one:
         ``{"status": "completed", "result": ...}`` or ``{"status": "failed", "error": ...}``."""
+
+
+class LocalPool(Publisher, Protocol):
+    """The pool of the worker a timer poller runs in, reached without the broker.
+
+    Its :class:`Publisher` methods hand the task to this worker's own consumer, which executes
+    it exactly as if the broker had delivered it (same task, same signals and time limits);
+    each raises when the worker cannot take it now, and the caller sends it through the broker
+    instead. A task handed over and never executed (the worker died) is not redelivered: the
+    timers of what it carried bring it back."""
+
+    def room(self) -> int:
+        """How many more tasks this worker would start now (free pool processes)."""
+
+    def takes_run(self, function_id: str) -> bool:
+        """Whether this worker consumes the queue of ``function_id``'s task."""
+
+    def takes_routes(self) -> bool:
+        """Whether this worker consumes the queue of the routing task."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery_steps.clock import ms_to_datetime
 from celery_steps.engine.executor import Executor
 from celery_steps.engine.steps import child_run_id, derived_id, task_run_id
-from celery_steps.errors import EventNotFound, RunNotFound
+from celery_steps.errors import EventNotFound, RunFailedError, RunNotFound
 from celery_steps.events import Event, build_events
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
@@ -29,6 +30,10 @@ from celery_steps.store.records import to_run
 log = logging.getLogger("celery_steps")
 # wait_for_run looks again at least this often (a clock jump, a store outage)
 WAIT_SLICE_S = 5.0
+# A task resuming several runs (or routing several events) hands those it has not begun
+# back to the timer pollers once it has been at it this long, so that a slow one does not
+# hold the others up while other pool processes could take them.
+BATCH_BUDGET_S = 0.25
 
 
 class Runtime(Lifecycle):
@@ -54,6 +59,53 @@ class Runtime(Lifecycle):
             log.error("no function %r in this process; run %s not executed", function_id, run_id)
             return "unknown function"
         return self.executor.execute(fn, run_id, branch=branch)
+
+    def execute_many(self, function_id: str, run_ids: Sequence[str]) -> list[str]:
+        """Execute (or resume) several runs of one function, one after the other, each held
+        with its own holder as :meth:`execute` does: one's failure does not stop the others.
+        Those not begun within :data:`BATCH_BUDGET_S` are handed back to their timers, due
+        now. Raises the first :class:`RunFailedError` once every run was seen to."""
+        outcomes: list[str] = []
+        failed: RunFailedError | None = None
+        began = time.monotonic()
+        for index, run_id in enumerate(run_ids):
+            if index and time.monotonic() - began > BATCH_BUDGET_S:
+                self.hand_back([f"r|{function_id}|{r}" for r in run_ids[index:]])
+                break
+            try:
+                outcomes.append(self.execute(function_id, run_id))
+            except RunFailedError as exc:  # logged at ERROR by the executor
+                failed = failed or exc
+                outcomes.append("failed")
+            except Exception:  # let go of (the executor released it): its timer retries
+                log.exception("run %s of %s could not be executed", run_id, function_id)
+                outcomes.append("error")
+        if failed is not None:
+            raise failed
+        return outcomes
+
+    def route_many(self, event_ids: Sequence[str]) -> None:
+        """Route several stored events, one after the other (see :meth:`execute_many`);
+        raises the first error once every event was seen to."""
+        error: Exception | None = None
+        began = time.monotonic()
+        for index, event_id in enumerate(event_ids):
+            if index and time.monotonic() - began > BATCH_BUDGET_S:
+                self.hand_back([f"e|{e}" for e in event_ids[index:]])
+                break
+            try:
+                self.route(event_id)
+            except Exception as exc:  # its routing timer routes it again
+                log.exception("event %s could not be routed", event_id)
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def hand_back(self, members: list[str]) -> None:
+        """Arm these timers due now: the next poller to claim them sends them again."""
+        now = self.clock.now_ms()
+        for member in members:
+            self.store.schedule(member, now)
 
     # -- services the engine calls (engine.scope.Services) ----------------------------------
     def send_step_events(self, events: Any, seed: str) -> list[str]:
