@@ -1,7 +1,7 @@
 """OpenTelemetry: every execution of a run and every step is a span, and all the spans of a run
-(across a real sleep, a worker restart, an invoked child and a wait for an event) land in one trace whose root is
-the caller's span around ``steps.send``. With the SDK's InMemorySpanExporter, a real
-redis-server and in-thread workers."""
+(across a real sleep, a worker restart, an invoked child and a wait for an event) land in one
+trace whose root is the caller's span around ``steps.send``. With the SDK's
+InMemorySpanExporter, a real redis-server and in-thread workers."""
 
 from __future__ import annotations
 
