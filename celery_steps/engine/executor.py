@@ -78,8 +78,8 @@ class Executor:
         status, run = store.acquire(run_id, holder, function_id=function.id,
                                     now=self._clock.now_ms(), lease_ms=self._lease_ms)
         if status == "foreign":
-            log.error("a message for function %r named run %s, which belongs to another "
-                      "function: refused, nothing changed", function.id, run_id)
+            log.error("a message for function %r named run %s, which belongs to function %r: "
+                      "refused, nothing changed", function.id, run_id, _owner(store, run_id))
             return status
         if status == "ended" and run is not None:  # its end's notifications are pending
             self._services.notify_end(function, run, _outcome_of(run))
@@ -138,7 +138,8 @@ class Executor:
                                                     function_id=function.id)
         if status == "foreign":
             log.error("a branch message for function %r named run %s, which belongs to "
-                      "another function: refused, nothing changed", function.id, run_id)
+                      "function %r: refused, nothing changed", function.id, run_id,
+                      _owner(store, run_id))
         if status != "ok" or run is None:
             return status
         trace = start_execution(function.id, run_id, run.attempt, _trace_of(run))
@@ -290,3 +291,12 @@ def _outcome_of(run: RunRecord) -> Outcome:
 def _lost_message(crashes: int) -> str:
     return (f"the worker process executing this run died {crashes} times in a row (killed, "
             "out of memory, a hard time limit or os._exit) and it is not retried further")
+
+
+def _owner(store: StateStore, run_id: str) -> str | None:
+    """The function a run belongs to, to name it when refusing another function's message."""
+    try:
+        record = store.load_run(run_id)
+    except Exception:  # only for the log line: the refusal stands either way
+        return None
+    return record.function_id if record is not None else None

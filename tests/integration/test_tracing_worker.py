@@ -1,7 +1,7 @@
 """OpenTelemetry: every execution of a run and every step is a span, and all the spans of a run
-(across a real sleep, a worker restart and an invoked child) land in one trace whose root is
-the caller's span around ``steps.send``. With the SDK's InMemorySpanExporter, a real
-redis-server and in-thread workers."""
+(across a real sleep, a worker restart, an invoked child and a wait for an event) land in one
+trace whose root is the caller's span around ``steps.send``. With the SDK's
+InMemorySpanExporter, a real redis-server and in-thread workers."""
 
 from __future__ import annotations
 
@@ -122,6 +122,59 @@ def test_all_spans_of_a_run_share_the_callers_trace_across_a_sleep_and_a_restart
         assert execution.parent is not None and execution.parent.span_id == asks[0].context.span_id
     [add] = _named(ours, "celery_steps.step add")
     assert add.parent is not None and by_id[add.parent.span_id].name == "celery_steps.run child"
+
+
+def test_a_run_resumed_by_an_event_sent_outside_any_span_stays_in_the_callers_trace(
+    redis_url: str, spans: InMemorySpanExporter,
+) -> None:
+    app, steps = redis_app(redis_url)
+
+    @steps.function(id="approver", trigger="t/order")
+    def approver(ctx: Context) -> str:
+        ctx.step.run("ask", lambda: "asked")
+        approval = ctx.step.wait_for_event("approval", event="t/approved", timeout="1h",
+                                           match="data.order")
+        assert approval is not None
+        return str(ctx.step.run("ship", lambda: f"shipped by {approval.data['by']}"))
+
+    # given a run started inside a caller's span
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        [event_id] = steps.send("t/order", data={"order": 7})
+    caller_ctx = caller.get_span_context()
+
+    with running_worker(app):
+        [run] = steps.runs_for_event(event_id)
+        wait_until(lambda: steps.get_run(run.id).status == "waiting", timeout=20,
+                   message="the run to wait for its approval")
+        # when the event it waits for is sent from outside any span
+        assert not trace.get_current_span().get_span_context().is_valid
+        steps.send("t/approved", data={"order": 7, "by": "ann"})
+        assert steps.wait_for_run(run.id, timeout=20).output == "shipped by ann"
+        wait_until(lambda: len(_named(list(spans.get_finished_spans()),
+                                      "celery_steps.step ship")) == 1, timeout=10)
+
+    ours = [s for s in spans.get_finished_spans() if s.name.startswith("celery_steps.")]
+    # then every span of the run is in the caller's trace, and no trace of its own was started
+    assert {s.context.trace_id for s in ours} == {caller_ctx.trace_id}
+    assert not [s for s in ours if s.name.startswith("celery_steps.start")]
+    # and both executions (before the wait, after the event) are children of the caller's span
+    executions = _named(ours, "celery_steps.run approver")
+    assert len(executions) >= 2
+    for execution in executions:
+        assert execution.parent is not None and execution.parent.span_id == caller_ctx.span_id
+        assert execution.attributes is not None
+        assert execution.attributes["celery_steps.run_id"] == run.id
+    # and the wait is a span of the execution that began it; the step after it, of the
+    # execution the event resumed
+    by_id = {s.context.span_id: s for s in ours}
+    [wait] = _named(ours, "celery_steps.step approval")
+    assert wait.attributes is not None
+    assert wait.attributes["celery_steps.op"] == "wait_for_event"
+    assert wait.parent is not None and by_id[wait.parent.span_id] is executions[0]
+    [ship] = _named(ours, "celery_steps.step ship")
+    assert ship.parent is not None and by_id[ship.parent.span_id] is executions[-1]
+    assert executions[-1] is not executions[0]
 
 
 def test_a_run_sent_outside_any_span_gets_a_trace_of_its_own(
