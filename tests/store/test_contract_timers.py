@@ -160,10 +160,12 @@ def test_wait_for_signal_returns_early_when_signalled_from_another_thread(store)
 def test_wait_for_signal_returns_early_when_an_earlier_timer_is_scheduled(store) -> None:
     store.schedule("r|fn|late", NOW + 3_600_000)
     store.wait_for_signal(0.01)  # consume any pending poke from that schedule
+    already = blocked_waiters(store)  # this thread's own subscription, on Redis
     waiting = Waiting(store, 5.0)
     waiting.start()
     try:
-        wait_until(lambda: blocked_waiters(store) >= 1, timeout=3, message="poller blocked")
+        wait_until(lambda: blocked_waiters(store) > already, timeout=3,
+                   message="poller blocked")
         store.schedule("r|fn|soon", NOW)
         wait_until(lambda: not waiting.is_alive(), timeout=3, message="poller woken")
         assert waiting.elapsed is not None and waiting.elapsed < 3.0
