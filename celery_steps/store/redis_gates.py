@@ -11,7 +11,8 @@ Keys of a concurrency gate ``G`` (named with a hash tag, see ``runtime/gates.py`
 (zset: timer members of the runs holding a place, scored by lease expiry), ``G:q`` (zset: the
 waiting queue, scored by ``(began to wait - priority) * 1024 + arrival``), ``G:qx`` (zset:
 when each waiter is forgotten unless it asks again), ``G:qn`` (the arrival counter). A throttle
-gate ``T`` has ``T`` (string: GCRA theoretical arrival time) and the same three queue keys.
+gate ``T`` has ``T`` (string: GCRA theoretical arrival time, then ``|`` and the member that
+started last, so a retried start is not counted twice) and the same three queue keys.
 
 Singleton and debounce/batch gates name a run (``<run id>|<claimed at ms>``), whose keys are
 in another slot: the store reads the gate, checks or changes the run with the run's own

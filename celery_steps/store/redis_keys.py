@@ -26,7 +26,10 @@ key                                     type    content
                                                 JSON), thr (its throttle gate, until it starts),
                                                 prio (priority ms), st (it went through its
                                                 gates once), pend (the debounce/batch gate it
-                                                collects for, while it does)
+                                                collects for, while it does), pclosed (the
+                                                gate its start closed), rel (the holder that
+                                                let it go last), cfrom (its status before it
+                                                was cancelled): for retried calls
 ``S:run:<run_id>:steps``                hash    step key -> step state JSON
 ``S:run:<run_id>:events``               string  the triggering events (JSON list); kept out of
                                                 the metadata so that hash stays a listpack
@@ -36,6 +39,8 @@ key                                     type    content
                                                 ``r|<function>|<run>`` (wake, watchdog or
                                                 outbox of a run), ``e|<event>`` (route an
                                                 event)
+``S:timers:claim``                      string  ``<claim id>|<JSON claimed>``: the last claim
+                                                of due timers, for a retried claim (PX redo)
 ``S:runs:fns``                          set     function ids with runs in this shard
 ``S:runs:fn:<function_id>``             zset    run id scored by created_at
 ``S:runs:st:<status>``                  zset    ``<run_id>|<function_id>`` scored by
@@ -140,6 +145,10 @@ class KeyLayout:
     # -- per shard --------------------------------------------------------------------------
     def timers(self, shard: int) -> str:
         return self._prefix[shard] + ":timers"
+
+    def last_claim(self, shard: int) -> str:
+        """The shard's last timer claim, answered again to a retried claim_due."""
+        return self._prefix[shard] + ":timers:claim"
 
     def fns(self, shard: int) -> str:
         return self._prefix[shard] + ":runs:fns"

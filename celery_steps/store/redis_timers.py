@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -71,9 +72,11 @@ class RedisTimers:
 
     def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
         claimed: list[tuple[str, int]] = []
+        claim = uuid.uuid4().hex  # a retried call answers what this claim took
         for shard, take in self._due_counts(now, limit).items():
             members, score = self._scripts["claim_due"](
-                keys=[self.keys.timers(shard)], args=[now, take, redo_ms])
+                keys=[self.keys.timers(shard), self.keys.last_claim(shard)],
+                args=[now, take, redo_ms, claim])
             claimed.extend((s(m), int(float(s(score)))) for m in members)
         return claimed
 

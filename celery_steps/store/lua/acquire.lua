@@ -17,8 +17,9 @@ if ended(status) then
   return {'ended'}
 end
 local current = redis.call('HGET', KEYS[1], 'holder')
-if current == ARGV[1] then
-  return {'ok', unpack(state_of(KEYS[1], KEYS[2], KEYS[4]))}  -- a retried call: ours already
+if current == ARGV[1] then  -- a retried call: ours already (and the gate it closed)
+  local state = state_of(KEYS[1], KEYS[2], KEYS[4])
+  return {'ok', state[1], state[2], state[3], redis.call('HGET', KEYS[1], 'pclosed') or ''}
 end
 if current and current ~= ARGV[6] then
   redis.call('HSET', KEYS[1], 'wake', '1')
@@ -38,9 +39,11 @@ local member = member_of(KEYS[1], ARGV[4])
 local pend = redis.call('HGET', KEYS[1], 'pend') or ''
 if pend ~= '' then
   redis.call('HDEL', KEYS[1], 'pend')  -- the run starts: later events open a new debounce/batch
+  redis.call('HSET', KEYS[1], 'pclosed', pend)
 end
 set_status(KEYS[1], ARGV[4], 'running', 5)
 redis.call('HSET', KEYS[1], 'wake', '0', 'holder', ARGV[1])
+redis.call('HDEL', KEYS[1], 'rel')  -- a holder that let go before is no longer answered
 schedule(KEYS[3], member, tonumber(ARGV[2]) + tonumber(ARGV[3]))
 local state = state_of(KEYS[1], KEYS[2], KEYS[4])
 return {'ok', state[1], state[2], state[3], pend}

@@ -3,6 +3,7 @@
 -- Returns 0 when admitted, -1 when `limit` starts were admitted in the last `period` ms.
 local limit, period, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 0 end  -- a retried call: admitted
 if redis.call('ZCARD', KEYS[1]) >= limit then return -1 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], period)

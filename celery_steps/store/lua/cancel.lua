@@ -7,12 +7,20 @@
 -- entries.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
-if ended(status) then return {status} end
+if ended(status) then
+  local done = redis.call('HMGET', KEYS[1], 'ended_at', 'error', 'cfrom', 'conc', 'thr')
+  if status == 'cancelled' and done[1] == ARGV[1] and done[2] == ARGV[2] and done[3] then
+    -- a retried call after a lost reply: this very cancel ended it, same answer
+    return {done[3], done[4] or '', done[5] or '', member_of(KEYS[1], ARGV[4])}
+  end
+  return {status}
+end
 local undeclared = undeclared_waiters(KEYS[1], nil)
 if undeclared then return {'keys', undeclared} end
 local gates = redis.call('HMGET', KEYS[1], 'conc', 'thr')
 set_status(KEYS[1], ARGV[4], 'cancelled', 7)
-redis.call('HSET', KEYS[1], 'ended_at', ARGV[1], 'error', ARGV[2], 'notify', '1')
+redis.call('HSET', KEYS[1], 'ended_at', ARGV[1], 'error', ARGV[2], 'notify', '1',
+  'cfrom', status)
 redis.call('HDEL', KEYS[1], 'holder', 'crashes', 'wake', 'sop')
 drop_waiters(KEYS[1], nil)
 schedule(KEYS[3], member_of(KEYS[1], ARGV[4]), ARGV[5])

@@ -5,13 +5,17 @@
 --       event id, gate, run id
 -- Returns -1 (the run does not exist: not yet, or never), 0 (the run collects for the gate
 -- no more), 1 (joined, or had joined before), 2 (joined and the batch is full: it starts now;
--- the store clears the gate).
+-- or had joined before and filled it: the store clears the gate).
 local meta = redis.call('HMGET', KEYS[1], 'status', 'pend', 'function_id')
 if not meta[1] then return -1 end
-if meta[1] ~= 'queued' or meta[2] ~= ARGV[8] then return 0 end
-if redis.call('SADD', KEYS[3], ARGV[7]) == 0 then
-  return 1  -- this event joined already (routed twice)
+if meta[1] ~= 'queued' then return 0 end
+if redis.call('SISMEMBER', KEYS[3], ARGV[7]) == 1 then
+  -- this event joined already (routed twice, or a retried call): 2 when it filled the batch
+  if meta[2] == ARGV[8] then return 1 end
+  return 2
 end
+if meta[2] ~= ARGV[8] then return 0 end
+redis.call('SADD', KEYS[3], ARGV[7])
 local member = 'r|' .. meta[3] .. '|' .. ARGV[9]
 local now = tonumber(ARGV[3])
 if ARGV[1] == 'debounce' then

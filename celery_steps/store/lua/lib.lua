@@ -31,11 +31,22 @@ local function add_waiters(run, waiters_json)
   local raw = redis.call('HGET', run, 'waiters')
   local list = {}
   if raw then list = cjson.decode(raw) end
+  local known = {}
+  for _, w in ipairs(list) do known[w[1] .. '\n' .. w[2]] = true end
   local stamp = string.format('%d', now_ms()) .. '|'
   for _, w in ipairs(new) do
-    redis.call('HSET', w[1], w[2], stamp .. w[3])
+    local id = w[1] .. '\n' .. w[2]
+    local current = known[id] and redis.call('HGET', w[1], w[2])
+    -- the same waiter added again (a retried call) keeps its stamp: an event sent since
+    -- the first call still finds it
+    if not (current and string.sub(current, -#w[3] - 1) == '|' .. w[3]) then
+      redis.call('HSET', w[1], w[2], stamp .. w[3])
+    end
     if w[5] ~= '' then redis.call('SADD', w[4], w[5]) end
-    table.insert(list, {w[1], w[2]})
+    if not known[id] then
+      table.insert(list, {w[1], w[2]})
+      known[id] = true
+    end
   end
   redis.call('HSET', run, 'waiters', cjson.encode(list))
 end

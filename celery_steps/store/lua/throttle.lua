@@ -8,14 +8,20 @@ local now, limit, period = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6
 local interval = period / limit
 local tolerance = (tonumber(ARGV[7]) - 1) * interval
 purge_waiters(KEYS[2], KEYS[3], now)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+-- the clock is '<tat>|<member that took the last start>'
+local clock, last = string.match(redis.call('GET', KEYS[1]) or '', '^([^|]*)|?(.*)$')
+if ARGV[1] == 'take' and last == ARGV[2] and not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  return 0  -- a retried call after a lost reply: this run took its start already
+end
+local tat = tonumber(clock) or now
 if tat < now then tat = now end
 -- the j-th next start (j = 0, 1, ...) may go once tat + j * interval - tolerance <= now
 local allowed = math.floor((now + tolerance - tat) / interval) + 1
 local rank = queue_rank(KEYS[2], KEYS[4], ARGV[2], ARGV[3])
 if ARGV[1] == 'take' and rank < allowed then
   tat = tat + interval
-  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now + period))
+  redis.call('SET', KEYS[1], string.format('%.3f', tat) .. '|' .. ARGV[2],
+    'PX', math.ceil(tat - now + period))
   leave_queue(KEYS[2], KEYS[3], ARGV[2])
   return 0
 end
