@@ -39,7 +39,12 @@ from celery_steps.store.base import (
     Waiter,
     proc_of,
 )
-from celery_steps.store.redis_client import CLUSTER_SHARDS, connect, is_cluster
+from celery_steps.store.redis_client import (
+    CLUSTER_SHARDS,
+    ThreadConnections,
+    connect,
+    is_cluster,
+)
 from celery_steps.store.redis_gates import (
     GATE_SCRIPTS,
     RedisGates,
@@ -84,7 +89,9 @@ class RedisStore(RedisGates, RedisTimers, RedisIndex, StateStore):
             self.guard.recheck_s = float("inf")
         self.keys = KeyLayout(namespace, self._shard_count(shards))
         self.signal_key = self.keys.signal
-        self._scripts = {name: GuardedScript(client.register_script(src), self.guard)
+        self._held = None if self.cluster else ThreadConnections(client)
+        held = None if self._held is None else self._held.client
+        self._scripts = {name: GuardedScript(client.register_script(src), self.guard, held)
                          for name, src in _load_scripts().items()}
         self._waiter_keys: dict[str, tuple[str, ...]] = {}
         RedisTimers.__init__(self)
@@ -406,4 +413,6 @@ class RedisStore(RedisGates, RedisTimers, RedisIndex, StateStore):
 
     def close(self) -> None:
         self.close_signals()
+        if self._held is not None:
+            self._held.close()
         self.r.close()

@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -77,9 +78,12 @@ class EvictionGuard:
 class GuardedScript:
     """A Lua script that runs only while the server does not evict keys."""
 
-    def __init__(self, script: Any, guard: EvictionGuard) -> None:
-        self.inner, self._guard = script, guard
+    def __init__(self, script: Any, guard: EvictionGuard,
+                 client: Callable[[], Any] | None = None) -> None:
+        self.inner, self._guard, self._client = script, guard, client
 
     def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         self._guard.check()
-        return self.inner(keys=keys, args=args)
+        if self._client is None:
+            return self.inner(keys=keys, args=args)
+        return self.inner(keys=keys, args=args, client=self._client())
