@@ -89,7 +89,7 @@ class RedisStore(RedisGates, RedisTimers, RedisIndex, StateStore):
             self.guard.recheck_s = float("inf")
         self.keys = KeyLayout(namespace, self._shard_count(shards))
         self.signal_key = self.keys.signal
-        self._held = None if self.cluster else ThreadConnections(client)
+        self._held = ThreadConnections.over(client)
         held = None if self._held is None else self._held.client
         self._scripts = {name: GuardedScript(client.register_script(src), self.guard, held)
                          for name, src in _load_scripts().items()}

@@ -15,7 +15,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from celery_steps.errors import ConfigurationError
 
@@ -112,8 +112,7 @@ class ThreadConnections:
     A step's checkpoint is one script call; through the pool, each call also checks a
     connection out (with a liveness probe) and back in, which costs about as much as a tenth
     of the round trip itself. A thread that executes runs keeps one connection instead: the
-    pool's connections, so the same server, retries and timeouts. Not for a cluster, whose
-    client routes every call to a node.
+    pool's connections, so the same server, retries and timeouts.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -121,6 +120,15 @@ class ThreadConnections:
         self._local = threading.local()
         # weak: a thread that ends drops its client, which gives its connection back
         self._clients: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
+
+    @classmethod
+    def over(cls, client: redis.Redis) -> ThreadConnections | None:
+        """Held connections for ``client``'s pool; None for a cluster (it routes each call to
+        a node) and for Sentinel (a call that fails over must find the new master, which a
+        connection from the pool does)."""
+        if is_cluster(client) or isinstance(client.connection_pool, SentinelConnectionPool):
+            return None
+        return cls(client)
 
     def client(self) -> redis.Redis:
         """This thread's client (created on its first call, and again in a forked child:
