@@ -100,16 +100,19 @@ def bytes_per_run(url: str, runs: int, sample: int, writers: int,
     points: list[Checkpoint] = []
     stopped_by = ""
     first = sample + 1  # the synthetic twin's runs are 0 .. sample-1
+    deadline = time.time() + budget  # a hard stop too: the writers check it every chunk
     for target in stages:
         per_run = points[-1].used if points else 0.0
         target, stopped_by = _next_target(target, written, elapsed, budget, per_run)
         if target <= written:
             break
-        part, part_odd, took = write_parallel(url, "bench_sleep", first + written,
-                                              target - written, writers)
-        kept += part
-        odd.update(part_odd)
-        written, elapsed = target, elapsed + took
+        part = write_parallel(url, "bench_sleep", first + written, target - written, writers,
+                              deadline)
+        if part.count < target - written:
+            stopped_by = "write budget"
+        kept += part.sample
+        odd.update(part.odd)
+        written, elapsed = written + part.count, elapsed + part.seconds
         points.append(checkpoint(client, store, fn_id, n=written, sample=kept, mem0=mem0,
                                  write_s=elapsed, odd=sum(odd.values())))
         p = points[-1]

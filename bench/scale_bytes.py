@@ -118,12 +118,14 @@ class SyntheticSleepers:
         self.proc = process_id()
         self.lease_ms = int(float(self.life.settings.lease_ttl) * 1000)
 
-    def write(self, count: int, *, chunk: int = 2000, keep_every: int = 1000) -> float:
-        """Write ``count`` more sleeping runs; seconds taken. Every ``keep_every``-th run id
-        is kept with its event id (a sample for ``MEMORY USAGE``)."""
+    def write(self, count: int, *, chunk: int = 2000, keep_every: int = 1000,
+              deadline: float = float("inf")) -> float:
+        """Write ``count`` more sleeping runs, or fewer if the wall clock passes ``deadline``
+        (checked between chunks); seconds taken. Every ``keep_every``-th run id is kept with
+        its event id (a sample for ``MEMORY USAGE``)."""
         t0 = time.monotonic()
         end = self.written + count
-        while self.written < end:
+        while self.written < end and time.time() < deadline:
             upto = min(end, self.written + chunk)
             for i in range(self.written, upto):
                 ids = self._one(i)
@@ -157,32 +159,43 @@ class SyntheticSleepers:
         return run_id, event_id
 
 
-def _write_share(url: str, namespace: str, first: int, count: int) -> tuple[
-        list[tuple[str, str]], Counter[str]]:
-    """One writer process's share: runs ``first`` .. ``first + count - 1``."""
+def _write_share(url: str, namespace: str, first: int, count: int, deadline: float) -> tuple[
+        list[tuple[str, str]], Counter[str], int]:
+    """One writer process's share: runs ``first`` .. ``first + count - 1`` (fewer past the
+    deadline); the sample, the odd replies, how many it wrote."""
     app, steps, fn = synthetic_app(url, namespace)
     writer = SyntheticSleepers(steps, fn, redis.Redis.from_url(url), written=first)
-    writer.write(count)
+    writer.write(count, deadline=deadline)
     writer.client.close()
     app.close()
-    return writer.sample, writer.odd
+    return writer.sample, writer.odd, writer.written - first
 
 
-def write_parallel(url: str, namespace: str, first: int, count: int,
-                   procs: int) -> tuple[list[tuple[str, str]], Counter[str], float]:
+@dataclass
+class Written:
+    """What :func:`write_parallel` wrote."""
+
+    count: int
+    seconds: float
+    sample: list[tuple[str, str]]
+    odd: Counter[str]
+
+
+def write_parallel(url: str, namespace: str, first: int, count: int, procs: int,
+                   deadline: float = float("inf")) -> Written:
     """Runs ``first`` .. ``first + count - 1`` written by ``procs`` forked writer processes
-    (one is CPU-bound in redis-py's command packing): the kept sample, the odd replies and the
-    seconds taken."""
+    (one is CPU-bound in redis-py's command packing), each stopping early if the wall clock
+    passes ``deadline``."""
     share = -(-count // procs)
-    jobs = [(url, namespace, start, min(share, first + count - start))
+    jobs = [(url, namespace, start, min(share, first + count - start), deadline)
             for start in range(first, first + count, share)]
     t0 = time.monotonic()
     with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
         results = pool.starmap(_write_share, jobs)
     took = time.monotonic() - t0
-    sample = [ids for part, _ in results for ids in part]
-    odd: Counter[str] = sum((o for _, o in results), Counter())
-    return sample, odd, took
+    return Written(sum(n for _, _, n in results), took,
+                   [ids for part, _, _ in results for ids in part],
+                   sum((o for _, o, _ in results), Counter()))
 
 
 def _stored_event(put_event: tuple[str, list[Any], list[Any]]) -> dict[str, Any]:
@@ -302,8 +315,9 @@ def checkpoint(client: redis.Redis, store: RedisStore, function_id: str, *, n: i
         kinds = per_run_keys(store, run_id, event_id)
         for kind, size in zip(kinds, memory_usage(client, list(kinds.values())), strict=True):
             by_kind[kind] += size
-    events = sum(v for k, v in by_kind.items() if k.startswith("event")) / len(sample)
-    runs = sum(v for k, v in by_kind.items() if k.startswith("run")) / len(sample)
+    kept = len(sample) or float("nan")  # (a write cut short may have kept none)
+    events = sum(v for k, v in by_kind.items() if k.startswith("event")) / kept
+    runs = sum(v for k, v in by_kind.items() if k.startswith("run")) / kept
     shared = sum(memory_usage(client, shared_keys(store, function_id))) / n
     return Checkpoint(n, write_s, (mem["used_memory"] - mem0["used_memory"]) / n,
                       (mem["used_memory_dataset"] - mem0["used_memory_dataset"]) / n,

@@ -46,15 +46,17 @@ def print_bytes(result: BytesResult, sample: int) -> None:
           f"{pending['usage']:,.0f} B each by the queue's MEMORY USAGE)\n")
     print("| sleeping runs | written in (s) | used_memory / run | used_memory_dataset / run | "
           "MEMORY USAGE / run: run keys + index shares | MEMORY USAGE / run: event keys "
-          "(expire in 24 h) | used_memory / run ÷ pending message | load |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(expire in 24 h) | used_memory / run ÷ pending message | the same, event keys "
+          "expired | load |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in result.checkpoints:
         print(f"| {p.n:,} | {p.write_s:,.0f} | {p.used:,.0f} | {p.dataset:,.0f} | "
               f"{p.run_keys:,.0f} | {p.event_keys:,.0f} | {p.used / pending['used']:.1f}x | "
-              f"{p.load:.2f} |")
+              f"{(p.used - p.event_keys) / pending['used']:.1f}x | {p.load:.2f} |")
     if result.stopped_by:
         last = result.checkpoints[-1].n if result.checkpoints else 0
-        print(f"\nstopped at {last:,} runs: the {result.stopped_by} would not fit more")
+        print(f"\nstopped at {last:,} runs: the {result.stopped_by} would not fit more "
+              "(--write-budget, --runs)")
     if result.checkpoints:
         p = result.checkpoints[-1]
         print(f"synthetic write rate: {p.n / p.write_s:,.0f} runs/s; odd script replies: "
