@@ -1,4 +1,4 @@
-"""The app ``bench.wakeups`` runs in ``celery -A bench.wake_app worker`` processes.
+"""The app that ``bench.wakeups`` and ``bench.scale`` run in ``celery worker`` processes.
 
 Configured from the environment so the bench and its worker nodes share one Redis and one
 namespace: ``WAKE_REDIS_URL``, ``WAKE_NAMESPACE`` and ``WAKE_CONF`` (a JSON object merged into
@@ -24,6 +24,16 @@ from celery_steps import CelerySteps, Context
 def woke_at() -> float:
     """Wall-clock ms when the step after the sleep executes (its stored result)."""
     return time.time() * 1000.0
+
+
+def bump(i: int) -> int:
+    """The trivial work of ``bench.scale`` (b): one step of ``starter``, or a plain task."""
+    return i + 1
+
+
+def done_key(namespace: str) -> str:
+    """The counter each ``bench.plain`` task increments when it has done its work."""
+    return f"{namespace}:plain:done"
 
 
 def make_app(url: str, namespace: str, conf: dict[str, Any]) -> tuple[Celery, CelerySteps]:
@@ -53,6 +63,20 @@ def make_app(url: str, namespace: str, conf: dict[str, Any]) -> tuple[Celery, Ce
         """Wait for ``bench/go`` with the same ``data.k``; completes when it comes."""
         got = ctx.step.wait_for_event("go", event="bench/go", timeout="1h", match="data.k")
         return got is not None
+
+    @steps.function(id="starter", trigger="bench/start", retries=0)
+    def starter(ctx: Context) -> int:
+        """One ``ctx.step.run`` of :func:`bump`: what ``bench.scale`` starts by the thousand."""
+        return int(ctx.step.run("bump", bump, int(ctx.event.data["i"])))
+
+    marks = redis.Redis.from_url(url)  # (its pool reconnects after the fork)
+
+    @app.task(name="bench.plain", ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
+    def plain(i: int) -> int:
+        """The baseline of ``starter``: the same work as a plain Celery task, counted done."""
+        out = bump(i)
+        marks.incr(done_key(namespace))
+        return out
 
     return app, steps
 

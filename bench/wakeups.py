@@ -31,7 +31,6 @@ node, every one of 10,000 resumed within 2 s of the first due time on two nodes;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -41,103 +40,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from bench.nodes import Nodes, send_all, statuses, wait_status
 from bench.step_overhead import RedisServer, pct
 from bench.wake_app import make_app
-from celery_steps import CelerySteps
 from celery_steps.runtime.runs import run_id_for
 
-ROOT = Path(__file__).resolve().parent.parent
 BASELINE = {"steps_wake_batch": 1, "steps_wake_local": False}
 LATENESS_TARGET_MS = 50.0
 ALL_RESUMED_TARGET_S = 2.0
 EVENT_TARGET_MS = 10.0
-
-
-@dataclass
-class Nodes:
-    """``celery worker`` processes of ``bench.wake_app``, each in its own session."""
-
-    url: str
-    namespace: str
-    conf: dict[str, Any]
-    logs: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, count: int, concurrency: int) -> None:
-        client = redis.Redis.from_url(self.url)
-        for i in range(count):
-            name = f"node{i}"
-            env = dict(os.environ, WAKE_REDIS_URL=self.url, WAKE_NAMESPACE=self.namespace,
-                       WAKE_CONF=json.dumps(self.conf), WAKE_NODE=name, PYTHONPATH=str(ROOT))
-            log = (self.logs / f"{self.namespace}-{name}.log").open("ab")
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "bench.wake_app", "worker",
-                 "-P", "prefork", "-c", str(concurrency), "-n", f"{name}@%h",
-                 "-Q", self.namespace, "--without-mingle", "--without-gossip",
-                 "--without-heartbeat", "--loglevel", "WARNING"],
-                cwd=ROOT, env=env, start_new_session=True, stdout=log,
-                stderr=subprocess.STDOUT))
-            log.close()
-        deadline = time.monotonic() + 60
-        for i in range(count):
-            while not client.exists(f"{self.namespace}:ready:node{i}"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker node{i} did not start: see {self.logs}")
-                time.sleep(0.1)
-        client.close()
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in self.procs:
-            proc.wait(15)
-        self.procs.clear()
-
-
-def _statuses(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
-    out: list[bytes | None] = []
-    for start in range(0, len(keys), 5000):
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys[start:start + 5000]:
-                pipe.hget(key, "status")
-            out.extend(pipe.execute())
-    return out
-
-
-def _wait_status(client: redis.Redis, keys: list[str], wanted: set[bytes], timeout: float,
-                 every: float = 0.1) -> float:
-    """Seconds until every run has a status in ``wanted`` (only pending ones re-read)."""
-    t0 = time.monotonic()
-    pending = list(keys)
-    while pending:
-        pending = [k for k, s in zip(pending, _statuses(client, pending), strict=True)
-                   if s not in wanted]
-        if not pending:
-            break
-        if time.monotonic() - t0 > timeout:
-            seen = Counter(_statuses(client, pending))
-            raise TimeoutError(f"{len(pending)}/{len(keys)} runs not in {wanted} after "
-                               f"{timeout:.0f} s: {seen.most_common(4)}")
-        time.sleep(every)
-    return time.monotonic() - t0
-
-
-def _send(steps: CelerySteps, events: list[dict[str, Any]]) -> list[str]:
-    ids: list[str] = []
-    for start in range(0, len(events), 1000):
-        ids.extend(steps.send(events[start:start + 1000]))
-    return ids
 
 
 # -- (a) sleepers ------------------------------------------------------------------------------
@@ -154,23 +70,23 @@ def sleepers(url: str, label: str, *, nodes: int, n: int, conf: dict[str, Any],
     try:
         cluster.start(nodes, concurrency)
         # warm up every node's children (imports, scripts, connections)
-        warm = _send(steps, [{"name": "bench/sleep", "data": {"due": time.time() * 1000 + 300,
+        warm = send_all(steps, [{"name": "bench/sleep", "data": {"due": time.time() * 1000 + 300,
                                                               "w": i}}
                              for i in range(8 * nodes * concurrency)])
         warm_keys = [store.run_key(run_id_for("sleeper", e)) for e in warm]
-        _wait_status(client, warm_keys, {b"completed"}, 60)
+        wait_status(client, warm_keys, {b"completed"}, 60)
 
         margin_s = 2.0 + 1.3 * n / start_rate
         first_due = (time.time() + margin_s) * 1000
         dues = [first_due + i * 1000.0 / n for i in range(n)]
         t0 = time.monotonic()
-        ids = _send(steps, [{"name": "bench/sleep", "data": {"due": due, "i": i}}
+        ids = send_all(steps, [{"name": "bench/sleep", "data": {"due": due, "i": i}}
                             for i, due in enumerate(dues)])
         keys = [store.run_key(run_id_for("sleeper", e)) for e in ids]
         try:
-            _wait_status(client, keys, {b"sleeping"}, margin_s - 0.5, every=0.2)
+            wait_status(client, keys, {b"sleeping"}, margin_s - 0.5, every=0.2)
         except TimeoutError:  # started too slowly to be all asleep before the first due
-            asleep = sum(s == b"sleeping" for s in _statuses(client, keys))
+            asleep = sum(s == b"sleeping" for s in statuses(client, keys))
             return {"retry_rate": max(20.0, asleep / (time.monotonic() - t0))}
         asleep_s = time.monotonic() - t0
         ahead_ms = first_due - time.time() * 1000
@@ -179,7 +95,7 @@ def sleepers(url: str, label: str, *, nodes: int, n: int, conf: dict[str, Any],
         profiler = _profile(cluster, profile, label, nodes, n)
         cpu0 = _cpu(cluster, client)
         time.sleep(1.3)
-        _wait_status(client, keys, {b"completed", b"failed"}, 300, every=0.25)
+        wait_status(client, keys, {b"completed", b"failed"}, 300, every=0.25)
         cpu = {k: (v - cpu0.get(k, 0.0)) * 1000 / n for k, v in _cpu(cluster, client).items()}
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
@@ -258,9 +174,9 @@ def event_to_completed(url: str, label: str, *, conf: dict[str, Any], samples: i
     try:
         cluster.start(1, concurrency)
         total = samples + 5
-        ids = _send(steps, [{"name": "bench/wait", "data": {"k": k}} for k in range(total)])
+        ids = send_all(steps, [{"name": "bench/wait", "data": {"k": k}} for k in range(total)])
         run_ids = [run_id_for("waiter", e) for e in ids]
-        _wait_status(client, [store.run_key(r) for r in run_ids], {b"waiting"}, 60)
+        wait_status(client, [store.run_key(r) for r in run_ids], {b"waiting"}, 60)
         took: list[float] = []
         for k, run_id in enumerate(run_ids):
             time.sleep(0.05)  # the previous run's end, its events and their routing settle
