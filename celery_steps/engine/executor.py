@@ -189,7 +189,7 @@ class Executor:
         ctx = Context(events[0], events, tools, run.id, function.id,
                       ReplayAwareLogger(user_log, fields))
         try:
-            value = function.handler(ctx)
+            value = function._handler(ctx)
             if scope.fatal is not None:
                 raise scope.fatal
             output, encoded = round_trip(value, what=f"the output of function {function.id!r}",
