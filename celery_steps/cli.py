@@ -179,13 +179,13 @@ def function_dict(fn: Function) -> dict[str, Any]:
         for t in fn.triggers
     ]
     return {"id": fn.id, "name": fn.name, "triggers": triggers, "retries": fn.retries,
-            "queue": fn.queue, "task": fn.task_name, "internal": fn.internal}
+            "queue": fn.queue, "task": fn.task_name, "internal": fn._internal}
 
 
 def format_functions(functions: Sequence[Function]) -> str:
     if not functions:
         return "no functions registered"
-    rows = [[fn.id + (" (internal)" if fn.internal else ""),
+    rows = [[fn.id + (" (internal)" if fn._internal else ""),
              ", ".join(format_trigger(t) for t in fn.triggers) or "-",
              str(fn.retries), fn.queue or "-"] for fn in functions]
     return table(["ID", "TRIGGERS", "RETRIES", "QUEUE"], rows)

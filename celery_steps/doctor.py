@@ -170,7 +170,7 @@ def queues_in_use(app: Celery, ext: CelerySteps) -> dict[str, list[str]]:
     functions = list(ext.functions.values())
     sends: list[tuple[str, tuple[Any, ...]]] = [(ROUTE_TASK, ()), (TASK_DONE, ()),
                                                 (TASK_FAILED, ())]
-    if any(fn.crons for fn in functions):
+    if any(fn._crons for fn in functions):
         sends.append((CRON_TASK, ()))
     for fn in functions:
         sends += [(fn.task_name, ()), (BRANCH_TASK, (fn.id, "", ""))]
@@ -224,7 +224,7 @@ def _queue_checks(ext: CelerySteps, checks: list[Check], timeout: float,
 # -- beat ------------------------------------------------------------------------------------
 def _beat_check(ext: CelerySteps, checks: list[Check], client: redis.Redis | None,
                 timeout: float, celery: str) -> None:
-    crons = [(fn, cron) for fn in ext.functions.values() for cron in fn.crons]
+    crons = [(fn, cron) for fn in ext.functions.values() for cron in fn._crons]
     if not crons:
         checks.append(Check("beat", "PASS", "no cron triggers: no beat needed"))
         return

@@ -130,11 +130,11 @@ class CelerySteps:
 
     def _add(self, fn: Function) -> None:
         taken = self.runtime.registry.by_id
-        if fn.id in taken or (fn.on_failure is not None and fn.on_failure.id in taken):
+        if fn.id in taken or (fn._on_failure is not None and fn._on_failure.id in taken):
             raise ConfigurationError(
                 f"function id {fn.id!r} is declared twice: ids must be unique per app"
             )
-        for item in (fn, fn.on_failure):
+        for item in (fn, fn._on_failure):
             if item is not None:
                 self.runtime.register(item)
                 register_function(self.app, self.runtime, item)

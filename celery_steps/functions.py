@@ -77,22 +77,27 @@ class CompiledCancel:
 
 @dataclass
 class Function:
-    """A durable function: its handler, triggers and options. Call ``fn.invoke()`` to start one."""
+    """A durable function: its handler, triggers and options. Call ``fn.invoke()`` to start one.
+
+    The public names are the declaration as a user reads it back (see the reference table in
+    docs/execution-model.md); the underscored fields are what the runtime compiled from it.
+    """
 
     id: str
-    handler: Handler
+    _handler: Handler = field(repr=False)
     triggers: tuple[TriggerEvent | TriggerCron, ...]
     retries: int
     name: str
     queue: str | None = None
-    on_failure: Function | None = None
-    cancel_on: tuple[CompiledCancel, ...] = ()
     timeouts: Timeouts | None = None
-    flow: FlowControl = field(default_factory=FlowControl)
-    conditions: dict[TriggerEvent, Expression] = field(default_factory=dict)
-    crons: tuple[CronSchedule, ...] = ()
-    internal: bool = False
-    idempotency: Expression | None = None
+    # the internal function that runs ``on_failure`` when a run fails for good
+    _on_failure: Function | None = field(default=None, repr=False)
+    _cancel_on: tuple[CompiledCancel, ...] = field(default=(), repr=False)
+    _flow: FlowControl = field(default_factory=FlowControl, repr=False)
+    _conditions: dict[TriggerEvent, Expression] = field(default_factory=dict, repr=False)
+    _crons: tuple[CronSchedule, ...] = field(default=(), repr=False)
+    _internal: bool = field(default=False, repr=False)  # an on_failure handler's function
+    _idempotency: Expression | None = field(default=None, repr=False)
     _starter: RunStarter | None = field(default=None, repr=False)
 
     @property
@@ -101,7 +106,7 @@ class Function:
 
     def __call__(self, ctx: Context) -> Any:
         """Call the handler directly (handy in unit tests with ``celery_steps.testing``)."""
-        return self.handler(ctx)
+        return self._handler(ctx)
 
     def invoke(
         self, data: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None
@@ -111,11 +116,12 @@ class Function:
             raise ConfigurationError(f"function {self.id!r} is not attached to a CelerySteps app")
         return self._starter.start_run(self, data=data, user=user)
 
-    def event_triggers(self) -> Iterable[TriggerEvent]:
+    def _event_triggers(self) -> Iterable[TriggerEvent]:
         return (t for t in self.triggers if isinstance(t, TriggerEvent))
 
-    def accepts(self, trigger: TriggerEvent, event: dict[str, Any]) -> bool:
-        condition = self.conditions.get(trigger)
+    def _accepts(self, trigger: TriggerEvent, event: dict[str, Any]) -> bool:
+        """Whether ``event`` passes the ``if_exp`` of ``trigger`` (one of this function's)."""
+        condition = self._conditions.get(trigger)
         return condition is None or condition.matches(event=event)
 
 
@@ -187,22 +193,22 @@ def build_function(handler: Handler, spec: Declaration, starter: RunStarter | No
     flow = _check_flow(function_id, spec.flow)
     fn = Function(
         id=function_id,
-        handler=handler,
+        _handler=handler,
         triggers=triggers,
         retries=retries,
         name=spec.name or str(getattr(handler, "__name__", function_id)),
         queue=spec.queue,
-        cancel_on=tuple(_compile_cancel(function_id, c) for c in spec.cancel_on or ()),
+        _cancel_on=tuple(_compile_cancel(function_id, c) for c in spec.cancel_on or ()),
         timeouts=_check_timeouts(function_id, spec.timeouts),
-        flow=flow,
-        conditions=conditions,
-        crons=tuple(crons),
-        idempotency=(None if flow.idempotency is None else
+        _flow=flow,
+        _conditions=conditions,
+        _crons=tuple(crons),
+        _idempotency=(None if flow.idempotency is None else
                      Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")),
         _starter=starter,
     )
     if spec.on_failure is not None:
-        fn.on_failure = _failure_handler(fn, spec.on_failure, starter)
+        fn._on_failure = _failure_handler(fn, spec.on_failure, starter)
     return fn
 
 
@@ -215,13 +221,13 @@ def _failure_handler(fn: Function, handler: Handler, starter: RunStarter | None)
     )
     return Function(
         id=f"{fn.id}/on-failure"[:128],
-        handler=handler,
+        _handler=handler,
         triggers=(failed_trigger,),
         retries=fn.retries,
         name=f"{fn.name} (on_failure)",
         queue=fn.queue,
-        conditions={failed_trigger: Expression(failed_trigger.if_exp or "", what="on_failure")},
-        internal=True,
+        _conditions={failed_trigger: Expression(failed_trigger.if_exp or "", what="on_failure")},
+        _internal=True,
         _starter=starter,
     )
 
@@ -399,7 +405,7 @@ class Registry:
                 f"function id {fn.id!r} is declared twice: ids must be unique per app"
             )
         self.by_id[fn.id] = fn
-        for trigger in fn.event_triggers():
+        for trigger in fn._event_triggers():
             if trigger.event == "*":
                 self._prefixes.append(("", fn, trigger))
             elif trigger.event.endswith("/*"):

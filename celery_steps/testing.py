@@ -138,13 +138,13 @@ def run_function(
     # every function of fn's app comes along, so ctx.step.invoke of a sibling works
     origin = fn._starter
     siblings = list(origin.registry.by_id.values()) if isinstance(origin, Runtime) else []
-    copy = replace(fn, on_failure=None, _starter=runtime)
-    for item in [copy, *(s for s in siblings if s.id != fn.id and not s.internal)]:
-        clone = item if item is copy else replace(item, on_failure=None, _starter=runtime)
+    copy = replace(fn, _on_failure=None, _starter=runtime)
+    for item in [copy, *(s for s in siblings if s.id != fn.id and not s._internal)]:
+        clone = item if item is copy else replace(item, _on_failure=None, _starter=runtime)
         runtime.register(clone)
         register_function(steps.app, runtime, clone)
     trigger = _as_event(event) if event is not None else Event(
-        name=next((t.event for t in copy.event_triggers()), "test/run"), data=dict(data or {}))
+        name=next((t.event for t in copy._event_triggers()), "test/run"), data=dict(data or {}))
     if "ts" not in trigger.model_fields_set:
         trigger = trigger.model_copy(update={"ts": steps.clock.now_ms()})
     run_id = f"test-{trigger.id}"

@@ -94,10 +94,10 @@ def function_row(fn: Function) -> dict[str, Any]:
         "id": fn.id,
         "name": fn.name,
         "triggers": [format_trigger(t) for t in fn.triggers],
-        "flow": describe_flow(fn.flow),
+        "flow": describe_flow(fn._flow),
         "retries": fn.retries,
         "queue": fn.queue,
-        "internal": fn.internal,
+        "internal": fn._internal,
     }
 
 

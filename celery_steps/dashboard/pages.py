@@ -26,7 +26,7 @@ PREVIEW = 20
 
 
 def _index(steps: CelerySteps) -> dict[str, Any]:
-    functions = sorted(steps.functions.values(), key=lambda fn: (fn.internal, fn.id))
+    functions = sorted(steps.functions.values(), key=lambda fn: (fn._internal, fn.id))
     rows = []
     for fn in functions:
         counts, more = queries.recent_status_counts(steps, fn.id)

@@ -5,7 +5,8 @@ How a run executes (the model to keep in mind when changing anything here):
 1. The task ``celery_steps.fn.<id>`` receives a run id. :class:`Executor` takes the run's lease
    and loads every stored step state in one round trip.
 2. The handler is called from the top. Each ``ctx.step.*`` call computes its key (step id plus
-   an occurrence counter) and looks it up: a final state returns the stored result (or raises
+   an occurrence counter, kept by the :class:`~celery_steps.engine.cursor.StepCursor`) and
+   looks it up: a final state returns the stored result (or raises
    the stored :class:`~celery_steps.errors.StepError`) without running anything.
 3. A new ``step.run`` executes inline and is checkpointed with one atomic store write; the
    handler continues in the same task. Nothing goes through the broker between steps.

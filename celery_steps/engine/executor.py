@@ -18,6 +18,7 @@ from typing import Any
 from celery_steps.clock import Clock
 from celery_steps.context import Context
 from celery_steps.engine import runlog
+from celery_steps.engine.cursor import StepCursor
 from celery_steps.engine.interrupts import BranchDone, Planned, Stop, Suspend
 from celery_steps.engine.liveness import Heartbeat
 from celery_steps.engine.runlog import ReplayAwareLogger, RunLog
@@ -179,15 +180,16 @@ class Executor:
                          self._services, branch=branch, crashes=run.crashes,
                          state_bytes=run.state_bytes, trace=trace,
                          running=self.heartbeat.running if branch is None else None)
-        tools = StepTools(scope)
-        fields.steps = tools
+        cursor = StepCursor(scope)
+        tools = StepTools(scope, cursor)
+        fields.steps = cursor
         # (a stored event without a trace context has none: not the one current here)
         events = [Event.model_validate({"traceparent": None, **e}) for e in run.events] or [
             Event(name="unknown")]
         ctx = Context(events[0], events, tools, run.id, function.id,
                       ReplayAwareLogger(user_log, fields))
         try:
-            value = function.handler(ctx)
+            value = function._handler(ctx)
             if scope.fatal is not None:
                 raise scope.fatal
             output, encoded = round_trip(value, what=f"the output of function {function.id!r}",

@@ -11,26 +11,16 @@ a branch whose task was lost is sent again after ``steps_lease_ttl`` x 4.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from celery_steps.engine.cursor import StepCursor
 from celery_steps.engine.interrupts import BranchDone, Planned, Suspend
 from celery_steps.engine.scope import RunScope
 from celery_steps.errors import NonRetriableError
 from celery_steps.store.base import FINAL, Suspension
 
-Point = tuple[int, dict[str, int]]
 
-
-class StepCursor(Protocol):
-    """The part of the step tools ``parallel`` drives: where the handler is in its steps."""
-
-    def checkpoint(self) -> Point: ...
-    def restore(self, point: Point) -> None: ...
-    def position_of(self, key: str) -> int: ...
-    def save_state(self, key: str, state: dict[str, Any]) -> None: ...
-
-
-def run_parallel(scope: RunScope, tools: StepCursor,
+def run_parallel(scope: RunScope, cursor: StepCursor,
                  callables: tuple[Callable[[], Any], ...]) -> tuple[Any, ...]:
     """Return every branch's result, or dispatch the unfinished branches and suspend."""
     if not all(callable(c) for c in callables):
@@ -40,7 +30,7 @@ def run_parallel(scope: RunScope, tools: StepCursor,
     planning, scope.planning = scope.planning, True
     try:
         for branch in callables:
-            before = tools.checkpoint()
+            before = cursor.checkpoint()
             try:
                 results.append(branch())
             except Planned as planned:
@@ -51,22 +41,22 @@ def run_parallel(scope: RunScope, tools: StepCursor,
     if not pending:
         return tuple(results)
     if scope.branch is not None:
-        _run_own_branch(scope, tools, pending)
-    _dispatch(scope, tools, pending)
+        _run_own_branch(scope, cursor, pending)
+    _dispatch(scope, cursor, pending)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run_own_branch(scope: RunScope, tools: StepCursor,
+def _run_own_branch(scope: RunScope, cursor: StepCursor,
                     pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
     entry = pending.get(scope.branch or "")
     if entry is not None:
         _, branch, before = entry
-        tools.restore(before)
+        cursor.restore(before)
         branch()
     raise BranchDone(scope.branch or "")
 
 
-def _dispatch(scope: RunScope, tools: StepCursor,
+def _dispatch(scope: RunScope, cursor: StepCursor,
               pending: dict[str, tuple[int, Callable[[], Any], Any]]) -> None:
     now = scope.clock.now_ms()
     redispatch = int(float(scope.settings.lease_ttl) * 4000)
@@ -82,8 +72,8 @@ def _dispatch(scope: RunScope, tools: StepCursor,
             continue
         if state is not None and sent_at > retry_at and sent_at + redispatch > now:
             continue  # sent recently and not failed since: still on its way or running
-        fresh = {"op": "run", "pos": tools.position_of(key), "status": "queued",
+        fresh = {"op": "run", "pos": cursor.position_of(key), "status": "queued",
                  "attempts": 0, "started_at": now, **(state or {}), "dispatched_at": now}
-        tools.save_state(key, fresh)
+        scope.save_step(key, fresh)
         scope.services.send_branch(scope.function.id, scope.run.id, key)
     raise Suspend(Suspension("waiting", wake_at))

@@ -80,6 +80,18 @@ class RunScope:
                 "name": "Cancelled", "message": f"invoked run {child_id} was {child.status}"}}
         return None
 
+    def save_step(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoint a step's state under the lease (a branch's without); the state that won."""
+        if self.branch is not None:
+            return self.save_branch(key, state)
+        status, existing = self.store.save_step(self.run.id, self.holder, key, state)
+        if status == "exists" and existing is not None:
+            state = existing
+        elif status in ("lost", "cancelled"):
+            raise Stop(status)
+        self.run.steps[key] = state
+        return state
+
     def save_branch(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """A parallel branch has no lease: write first-writer-wins and wake the parent."""
         store = self.store

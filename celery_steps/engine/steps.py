@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 from celery_steps.durations import parse_duration, parse_when, to_ms
+from celery_steps.engine.cursor import StepCursor, fatal
 from celery_steps.engine.interrupts import Planned, Stop, Suspend
 from celery_steps.engine.parallel import run_parallel
 from celery_steps.engine.results import result_type
@@ -19,7 +20,6 @@ from celery_steps.engine.waiters import build_waiter
 from celery_steps.errors import (
     CeleryStepsError,
     ConfigurationError,
-    NonDeterminismError,
     NonRetriableError,
     RunLimitError,
     SerializationError,
@@ -31,132 +31,27 @@ from celery_steps.errors import (
 from celery_steps.events import Event
 from celery_steps.expressions import Expression, match_to_expression
 from celery_steps.faults import crash_point
-from celery_steps.store.base import FINAL, RunRecord, Suspension, Waiter
+from celery_steps.store.base import FINAL, Suspension, Waiter
 
 T = TypeVar("T")
 log = logging.getLogger("celery_steps.steps")
-MAX_STEP_ID = 200
-
-
-class NestedStepError(NonRetriableError):
-    """A step tool was called inside another step's function."""
 
 
 class StepTools:
-    """The object behind ``ctx.step``. One per execution of a handler."""
+    """The object behind ``ctx.step``. One per execution of a handler.
 
-    def __init__(self, scope: RunScope) -> None:
+    Where the handler is in its steps is the engine's :class:`StepCursor`, held privately."""
+
+    def __init__(self, scope: RunScope, cursor: StepCursor) -> None:
         self._scope = scope
-        self._order = [key for key, _ in scope.run.ordered_steps()]
-        self._counters: dict[str, int] = {}
-        self._pos = 0
-        self._current: str | None = None
-        self._current_attempt = 0
-
-    # -- bookkeeping --------------------------------------------------------------------
-    @property
-    def run_record(self) -> RunRecord:
-        return self._scope.run
-
-    @property
-    def replaying(self) -> bool:
-        """True while the handler is still passing steps recorded by earlier executions."""
-        return self._pos < len(self._order)
+        self._cursor = cursor
+        # bound once: every step calls them
+        self._claim = cursor.claim
+        self._remember = scope.save_step
 
     @property
     def attempt(self) -> int:
-        return self._current_attempt if self._current is not None else self._scope.run.attempt
-
-    @property
-    def step_id(self) -> str | None:
-        """The key of the step whose function runs now (None between steps)."""
-        return self._current
-
-    def _claim(self, step_id: str, op: str) -> tuple[str, int, dict[str, Any] | None]:
-        if self._current is not None:
-            raise NestedStepError(
-                f"ctx.step.{op}({step_id!r}) was called inside step {self._current!r}: "
-                "steps cannot be nested; call it from the handler instead"
-            )
-        if not isinstance(step_id, str) or not step_id or len(step_id) > MAX_STEP_ID:
-            raise NonRetriableError(
-                f"step id {step_id!r} is invalid: use a non-empty string of at most "
-                f"{MAX_STEP_ID} characters"
-            )
-        if "|" in step_id:
-            raise NonRetriableError(f"step id {step_id!r} must not contain '|'")
-        finish = self._scope.run.deadlines.get("finish")
-        if finish is not None and self._now() >= finish:
-            self._scope.services.cancel(
-                self._scope.run.id, reason=f"run did not finish within timeouts.finish ({op} "
-                f"{step_id!r} was next)")
-            raise Stop("cancelled")
-        n = self._counters.get(step_id, 0)
-        self._counters[step_id] = n + 1
-        key = step_id if n == 0 else f"{step_id}:{n}"
-        pos = self._pos
-        self._pos += 1
-        steps = self._scope.run.steps
-        if pos < len(self._order):
-            recorded = self._order[pos]
-            recorded_op = steps[recorded].get("op")
-            if recorded != key or recorded_op != op:
-                raise self._fatal(
-                    f"step #{pos + 1} of run {self._scope.run.id!r} was recorded as "
-                    f"{recorded!r} ({recorded_op}) but the handler now calls {key!r} ({op}): "
-                    "the code changed while the run was in flight. Keep step ids and order "
-                    "stable for running runs, or give new logic new step ids"
-                )
-            return key, pos, steps[recorded]
-        if key in steps:
-            raise self._fatal(
-                f"step {key!r} of run {self._scope.run.id!r} was recorded at another position: "
-                "the handler's step order changed while the run was in flight"
-            )
-        most = int(self._scope.settings.run_max_steps)
-        if len(self._order) >= most:
-            raise self._fatal(
-                f"run {self._scope.run.id!r} reached the limit of {most} steps (setting "
-                f"steps_run_max_steps) at step {key!r}: split the work over several runs "
-                "(e.g. ctx.step.invoke or send_event per batch)", RunLimitError)
-        self._order.append(key)
-        return key, pos, None
-
-    def checkpoint(self) -> tuple[int, dict[str, int]]:
-        """Where the handler is in its steps (``parallel`` rewinds to run one branch)."""
-        return self._pos, dict(self._counters)
-
-    def restore(self, point: tuple[int, dict[str, int]]) -> None:
-        self._pos, self._counters = point[0], dict(point[1])
-
-    def position_of(self, key: str) -> int:
-        return self._order.index(key)
-
-    def save_state(self, key: str, state: dict[str, Any]) -> None:
-        """Store a non-final state under the lease (``parallel`` records its branches)."""
-        self._remember(key, state)
-
-    def _fatal(self, message: str, kind: type[CeleryStepsError] = NonDeterminismError) -> (
-        CeleryStepsError
-    ):
-        """An error the run fails with even if user code catches it."""
-        exc = kind(message)
-        self._scope.fatal = exc
-        return exc
-
-    def _remember(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
-        """Checkpoint a state under the lease; returns the state that won."""
-        if self._scope.branch is not None:
-            return self._scope.save_branch(key, state)
-        status, existing = self._scope.store.save_step(
-            self._scope.run.id, self._scope.holder, key, state
-        )
-        if status == "exists" and existing is not None:
-            state = existing
-        elif status in ("lost", "cancelled"):
-            raise Stop(status)
-        self._scope.run.steps[key] = state
-        return state
+        return self._cursor.attempt
 
     def _suspend(self, status: str, wake_at: int | None, key: str, state: dict[str, Any],
                  waiters: tuple[Waiter, ...] = ()) -> Suspend:
@@ -178,7 +73,7 @@ class StepTools:
         most = int(self._scope.settings.run_max_state_bytes)
         total = self._scope.state_bytes + size
         if total > most:
-            raise self._fatal(
+            raise fatal(self._scope,
                 f"run {self._scope.run.id!r} would store {total} bytes of state with the "
                 f"result of step {key!r}, over the limit of {most} (setting "
                 "steps_run_max_state_bytes): keep large data elsewhere and return references",
@@ -230,7 +125,8 @@ class StepTools:
             return self._retry_or_fail(key, base, attempts + crashes - 1, lost)  # type: ignore[no-any-return]
         if state is not None and state.get("wake_at", 0) > now:
             raise self._suspend("queued", state["wake_at"], key, state)
-        self._current, self._current_attempt = key, attempts
+        cursor = self._cursor
+        cursor.current, cursor.current_attempt = key, attempts
         scope = self._scope
         if scope.running is not None:  # the heartbeat tells the store, if it runs long
             scope.running[scope.run.id] = (key, now)
@@ -257,7 +153,7 @@ class StepTools:
             error = exc
             return self._retry_or_fail(key, base, attempts, exc)  # type: ignore[no-any-return]
         finally:
-            self._current = None
+            cursor.current = None
             if scope.running is not None:
                 scope.running.pop(scope.run.id, None)
             if span is not None:
@@ -458,7 +354,7 @@ class StepTools:
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
         """Run zero-argument callables (each calling ``ctx.step.run``) as parallel steps."""
-        return run_parallel(self._scope, self, tuple(callables))
+        return run_parallel(self._scope, self._cursor, tuple(callables))
 
     def run_task(self, step_id: str, task: Any, *args: Any, **kwargs: Any) -> Any:
         """Send an existing Celery task and suspend, holding no worker, until it has a result."""

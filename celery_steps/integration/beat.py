@@ -92,7 +92,7 @@ def add_beat_entries(app: Celery, fn: Function) -> None:
     if schedule is None:
         schedule = app.conf.beat_schedule = {}
     expires = int(CATCH_UP.total_seconds())
-    for index, cron in enumerate(fn.crons):
+    for index, cron in enumerate(fn._crons):
         schedule[entry_name(fn, index)] = {
             "task": CRON_TASK,
             "schedule": beat_crontab(cron),
@@ -105,7 +105,7 @@ def add_beat_entries(app: Celery, fn: Function) -> None:
 def entry_names(registry: Registry) -> set[str]:
     """The beat entries the registered functions' cron triggers need."""
     return {entry_name(fn, index) for fn in list(registry.by_id.values())
-            for index in range(len(fn.crons))}
+            for index in range(len(fn._crons))}
 
 
 def stale(names: Iterable[str], registry: Registry) -> list[str]:
@@ -186,10 +186,10 @@ def fire_cron(runtime: Runtime, function_id: str, index: int) -> str | None:
     """Start the run for the tick just sent, once. Returns the event id when one was due
     (see :func:`due_fire` for which fire time a tick is for)."""
     fn = runtime.registry.by_id.get(function_id)
-    if fn is None or index >= len(fn.crons):
+    if fn is None or index >= len(fn._crons):
         log.warning("cron tick for unknown function %r ignored", function_id)
         return None
-    schedule = fn.crons[index]
+    schedule = fn._crons[index]
     fire = due_fire(schedule, runtime.clock.now())
     if fire is None:
         log.warning("cron tick of %s came more than %s after its fire time: skipped",

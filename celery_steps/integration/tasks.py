@@ -96,7 +96,7 @@ def install(app: Celery, runtime: Runtime) -> None:
         install_router(app, runtime.registry)
         drop_stale_entries(app, runtime.registry)
         for fn in list(runtime.registry.by_id.values()):
-            if fn.crons:
+            if fn._crons:
                 add_beat_entries(app, fn)
 
     connect_beat_init()
@@ -139,5 +139,5 @@ def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
         "shared": False,
     }
     app.task(**options)(run_function)
-    if fn.crons:
+    if fn._crons:
         add_beat_entries(app, fn)

@@ -43,8 +43,8 @@ def gate(life: Lifecycle, kind: str, fn: Function, key: str | None,
 def start_for(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> Started:
     """Start (or join, or skip) the run of ``fn`` for one routed event: (the run id it
     started, None) or (None, why it started none). Safe to do twice for one event."""
-    flow = fn.flow
-    if fn.idempotency is not None or flow.rate_limit is not None or flow.singleton is not None \
+    flow = fn._flow
+    if fn._idempotency is not None or flow.rate_limit is not None or flow.singleton is not None \
             or flow.throttle is not None:
         record = life.store.load_run(run_id)
         if record is not None:
@@ -68,7 +68,7 @@ def start_for(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str)
         delay = life.store.join_throttle(throttle, function_id=fn.id, run_id=run_id,
                                          score=now - priority_ms(fn, event), now=now)
     created = life.create_and_enqueue(fn, run_id, [event], start_in_ms=delay)
-    if not created and fn.idempotency is not None:
+    if not created and fn._idempotency is not None:
         record = life.store.load_run(run_id)  # another event's routing created it meanwhile
         if record is not None and str(event["id"]) not in record.event_ids:
             return None, Skip(fn.id, "idempotent", run_id)
@@ -76,7 +76,7 @@ def start_for(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str)
 
 
 def _rate_admits(life: Lifecycle, fn: Function, event: dict[str, Any]) -> bool:
-    option = fn.flow.rate_limit
+    option = fn._flow.rate_limit
     assert option is not None
     if life.store.admit_rate(gate(life, "rate", fn, option.key, event), limit=option.limit,
                              period_ms=to_ms(parse_duration(option.period)),
@@ -89,7 +89,7 @@ def _rate_admits(life: Lifecycle, fn: Function, event: dict[str, Any]) -> bool:
 def _claim_singleton(life: Lifecycle, fn: Function, event: dict[str, Any],
                      run_id: str) -> str | None:
     """Make the new run the key's active run: None, or the active run that stays (skip)."""
-    option = fn.flow.singleton
+    option = fn._flow.singleton
     assert option is not None
     store, now = life.store, life.clock.now_ms()
     single = gate(life, "single", fn, option.key, event)
@@ -106,7 +106,7 @@ def _claim_singleton(life: Lifecycle, fn: Function, event: dict[str, Any],
 
 def _collect(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> Started:
     """Debounce/batch: join the gate's collecting run, or start collecting in a new one."""
-    reason = "debounced" if fn.flow.debounce is not None else "batched"
+    reason = "debounced" if fn._flow.debounce is not None else "batched"
     for _ in range(10):  # another routing may open the gate between our join and create
         target, start_now, pending, delay = _join(life, fn, event, run_id)
         if pending is None:
@@ -132,7 +132,7 @@ def _join(life: Lifecycle, fn: Function, event: dict[str, Any],
     """(run id, start now, gate to open, start delay ms): joins the gate's collecting run
     when there is one (its id, no gate); otherwise the caller creates ``run_id`` as the new
     collecting run of the returned gate."""
-    flow, now = fn.flow, life.clock.now_ms()
+    flow, now = fn._flow, life.clock.now_ms()
     mode: Literal["debounce", "batch"]
     if flow.debounce is not None:
         option = flow.debounce

@@ -46,7 +46,7 @@ def concurrency_gates(namespace: str, fn: Function,
                       event: dict[str, Any]) -> tuple[ConcurrencyGate, ...]:
     """The concurrency gates a run of ``fn`` started by ``event`` holds while it executes."""
     gates = []
-    for option in fn.flow.concurrency_limits:
+    for option in fn._flow.concurrency_limits:
         value = key_value(option.key, event, "concurrency")
         scope = f"env:{value}" if option.scope == "env" else f"fn:{fn.id}:{value}"
         gates.append(ConcurrencyGate(f"{namespace}:gate:conc:{{{scope}}}", option.limit))
@@ -55,7 +55,7 @@ def concurrency_gates(namespace: str, fn: Function,
 
 def throttle_gate(namespace: str, fn: Function, event: dict[str, Any]) -> ThrottleGate | None:
     """The throttle gate a run of ``fn`` started by ``event`` passes through at its start."""
-    option = fn.flow.throttle
+    option = fn._flow.throttle
     if option is None:
         return None
     value = key_value(option.key, event, "throttle")
@@ -69,7 +69,7 @@ _priorities: dict[str, Expression] = {}
 def priority_ms(fn: Function, event: dict[str, Any]) -> int:
     """The run's priority in ms: ``Priority.run`` over the event, clamped to ±600 s; 0 when
     the function has none, or when the expression fails or gives no number (logged)."""
-    option = fn.flow.priority
+    option = fn._flow.priority
     if option is None:
         return 0
     expr = _priorities.get(option.run)

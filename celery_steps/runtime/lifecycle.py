@@ -197,7 +197,7 @@ class Lifecycle:
         run = new_run(now, self.settings, fn, run_id, events, parent, start_in_ms, pending)
         # the timer pollers start it, unless this process publishes (or has a broker
         # priority to give the message)
-        publish = self.publishes() or fn.flow.priority is not None
+        publish = self.publishes() or fn._flow.priority is not None
         if not publish and start_in_ms <= 0:
             run = replace(run, start_by=now)
         if not self.store.create_run(run):
@@ -205,7 +205,7 @@ class Lifecycle:
         if start_in_ms > 0 or not publish:
             return True
         try:
-            if fn.flow.priority is not None:  # the broker's message priority, where it has one
+            if fn._flow.priority is not None:  # the broker's message priority, where it has one
                 self.transport.enqueue_run(fn.id, run_id, priority=int(run.priority_ms / 1000))
             else:
                 self.enqueue(fn.id, run_id)
@@ -254,7 +254,7 @@ class Lifecycle:
         this process dies half way, the outbox timer has it done again."""
         self._notify_parent(run, outcome)
         self._send_system_events(function, run, outcome)
-        singleton = function.flow.singleton
+        singleton = function._flow.singleton
         if singleton is not None and run.events:  # the key may never be used again
             self.store.release_singleton(
                 gate(self.settings.namespace, "single", function, singleton.key, run.events[0]),
@@ -280,7 +280,7 @@ class Lifecycle:
         Runs started by a system event send none (a function triggered by
         ``function.finished`` must not trigger itself forever)."""
         trigger = run.events[0] if run.events else None
-        if function.internal or (trigger is not None and trigger.get("name") in SYSTEM_EVENTS):
+        if function._internal or (trigger is not None and trigger.get("name") in SYSTEM_EVENTS):
             return
         data: dict[str, Any] = {"function_id": function.id, "run_id": run.id,
                                 "status": outcome.status}

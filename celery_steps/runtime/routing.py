@@ -55,7 +55,7 @@ def _targets(life: Lifecycle, event: dict[str, Any]) -> list[Function]:
         fn = life.registry.by_id.get(str(event.get("data", {}).get("function_id")))
         return [fn] if fn is not None else []
     return [fn for fn, trigger in life.registry.matching(event["name"])
-            if fn.accepts(trigger, event)]
+            if fn._accepts(trigger, event)]
 
 
 def _start_runs(life: Lifecycle, event: dict[str, Any]) -> tuple[list[str], list[Skip]]:
@@ -79,9 +79,9 @@ def _start_runs(life: Lifecycle, event: dict[str, Any]) -> tuple[list[str], list
 def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:
     """The event id, or ``idem:<key>`` when the function has an idempotency expression:
     then one run per key value exists while the run is retained."""
-    if fn.idempotency is None:
+    if fn._idempotency is None:
         return str(event["id"])
-    key = fn.idempotency.key(event=event)
+    key = fn._idempotency.key(event=event)
     return str(event["id"]) if key is None else f"idem:{key}"
 
 

@@ -42,9 +42,9 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
             condition=c.option.if_exp,
             timeout_ms=None if c.timeout is None else to_ms(c.timeout),
             # a debounced run's trigger is its latest event until it starts
-            trigger_final=fn.flow.debounce is None,
+            trigger_final=fn._flow.debounce is None,
         )
-        for index, c in enumerate(fn.cancel_on)
+        for index, c in enumerate(fn._cancel_on)
     )
     return NewRun(
         id=run_id,

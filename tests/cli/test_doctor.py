@@ -143,7 +143,7 @@ def test_doctor_sees_beat_through_the_latest_cron_tick_it_sent(
 ) -> None:
     # given the event of the latest nightly tick, as beat's tick task records it
     env, module = setup(redis_server.url(), monkeypatch)
-    cron = module.steps.functions["nightly"].crons[0]
+    cron = module.steps.functions["nightly"]._crons[0]
     fire = cron.latest_at_or_before(datetime.now(timezone.utc) - timedelta(minutes=1))
     module.steps.send("doctor/tick", {}, id=f"cron:nightly:{cron.tick_id(fire)}")
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def stored_tick_event(cluster: Cluster, since: datetime) -> str:
     """The id of the tick event the cron task stored (the minute of ``since`` or the next)."""
     steps = cluster.app.steps
-    schedule = steps.functions["every-minute"].crons[0]
+    schedule = steps.functions["every-minute"]._crons[0]
     for moment in (since, since + timedelta(minutes=1)):
         fire = schedule.latest_at_or_before(moment)
         assert fire is not None

@@ -47,16 +47,10 @@ REFERENCE = ROOT / "docs" / "execution-model.md"
 CONTEXT_DOCUMENTED = {"event", "events", "step", "run_id", "function_id", "logger", "attempt"}
 STEP_TOOLS_DOCUMENTED = {"run", "sleep", "sleep_until", "wait_for_event", "send_event", "invoke",
                          "parallel", "run_task", "attempt"}
-FUNCTION_DOCUMENTED = {"id", "name", "task_name", "queue", "retries", "invoke"}
+FUNCTION_DOCUMENTED = {"id", "name", "task_name", "queue", "retries", "triggers", "timeouts",
+                       "invoke"}
 RUN_DOCUMENTED = {"id", "function_id", "status", "output", "error", "event_ids", "steps",
                   "created_at", "ended_at", "parent_run_id", "ended"}
-# Public today but undocumented: engine and runtime plumbing on the facade's objects (issue 9).
-# Listed so that nothing more is added unnoticed; each belongs below the facade.
-STEP_TOOLS_PLUMBING = {"checkpoint", "position_of", "replaying", "restore", "run_record",
-                       "save_state", "step_id"}
-FUNCTION_PLUMBING = {"handler", "triggers", "on_failure", "cancel_on", "timeouts", "flow",
-                     "conditions", "crons", "internal", "idempotency", "accepts",
-                     "event_triggers"}
 
 
 def _public(obj: object, *, besides: object = object) -> set[str]:
@@ -110,19 +104,12 @@ def test_a_handlers_context_offers_exactly_the_documented_names(seen: Seen) -> N
     assert _public(seen.ctx) == CONTEXT_DOCUMENTED
 
 
-def test_the_step_tools_offer_the_documented_tools_and_no_new_plumbing(seen: Seen) -> None:
-    assert _public(seen.ctx.step) == STEP_TOOLS_DOCUMENTED | STEP_TOOLS_PLUMBING
+def test_the_step_tools_offer_exactly_the_documented_names(seen: Seen) -> None:
+    assert _public(seen.ctx.step) == STEP_TOOLS_DOCUMENTED
 
 
-def test_a_function_offers_the_documented_names_and_no_new_plumbing(seen: Seen) -> None:
-    assert _public(seen.function) == FUNCTION_DOCUMENTED | FUNCTION_PLUMBING
-
-
-@pytest.mark.xfail(strict=True, reason="issue 9: engine and runtime plumbing is still public on "
-                   "ctx.step and Function; when it moves below the facade, drop this mark")
-def test_the_step_tools_and_a_function_offer_only_the_documented_names(seen: Seen) -> None:
-    assert (_public(seen.ctx.step), _public(seen.function)) == (
-        STEP_TOOLS_DOCUMENTED, FUNCTION_DOCUMENTED)
+def test_a_function_offers_exactly_the_documented_names(seen: Seen) -> None:
+    assert _public(seen.function) == FUNCTION_DOCUMENTED
 
 
 def test_a_run_offers_exactly_the_documented_fields_besides_pydantics_api(seen: Seen) -> None:
