@@ -137,8 +137,8 @@ class WorkerPool:
 
     # -- the poller's side --------------------------------------------------------------------
     def room(self) -> int:
-        if self._on_message() is None:
-            return 0
+        if self._on_message() is None or not self._queues():
+            return 0  # not consuming yet: what it serves is not known
         size = getattr(self.worker.pool, "num_processes", None) or self.worker.concurrency
         return max(0, int(size) - len(state.reserved_requests) - self._waiting)
 
@@ -163,13 +163,16 @@ class WorkerPool:
         self._hand(BRANCH_TASK, [function_id, run_id, step_key],
                    [f"b|{function_id}|{run_id}|{step_key}"])
 
+    def _queues(self) -> set[str]:
+        """The queues this worker's consumer consumes from now (none while it starts)."""
+        consumer = getattr(getattr(self.worker, "consumer", None), "task_consumer", None)
+        return {q.name for q in list(getattr(consumer, "queues", None) or ())}
+
     def _consumes(self, name: str, args: Sequence[Any]) -> bool:
         """Whether the queue ``name`` is routed to is one this worker consumes from."""
-        consumer = getattr(getattr(self.worker, "consumer", None), "task_consumer", None)
-        queues = {q.name for q in list(getattr(consumer, "queues", None) or ())}
         route = self.app.amqp.router.route({}, name, args, {})
         target = route.get("queue")
-        return getattr(target, "name", target) in queues
+        return getattr(target, "name", target) in self._queues()
 
     def _hand(self, name: str, args: list[str], members: list[str]) -> None:
         if self._on_message() is None:
