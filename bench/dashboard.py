@@ -3,25 +3,32 @@
 Run from the repository root::
 
     .venv/bin/python -m bench.dashboard              # 100,000 runs (~1 minute to fill)
-    .venv/bin/python -m bench.dashboard --runs 20000 # any N
+    .venv/bin/python -m bench.dashboard --quick      # 20,000 runs, 10 samples
+    .venv/bin/python -m bench.dashboard --runs 50000 # any N
 
 It starts its own throwaway ``redis-server`` (free TCP port, ``--save '' --appendonly no``,
 killed at exit) and, in one process:
 
 1. creates N runs of one function (``bench-runs``) through the store's ``create_run`` (one
    ``EVALSHA`` each, as routing does), 1 ms apart, then gives each three step states and ends
-   it through one pipeline per 1,000 runs: 99% ``completed``, every 100th ``failed``;
+   it through one pipeline per 1,000 runs: 99% ``completed``, every 100th ``failed``, each
+   moved from the ``queued`` status index to its end status's (as the end script does), and
+   checks the status indexes hold what the runs say;
 2. does the same with 100 runs of a second function in its own namespace, the baseline;
 3. times, through Starlette's TestClient (in-process ASGI, no sockets), ``GET /runs`` of the
    function (first page, 50 runs), a deep page (the cursor ``before`` = the run 90% down the
-   index), ``GET /api/runs`` (first and deep), the home page, and the first page of the
-   ``failed`` runs and of a status no run has; each 20 times (``--samples``) after 3 warm-up
-   requests, alternating with the same request on the 100-run store; median and p90 in ms;
-4. counts the runs each request loads from the store (``load_run`` calls) and the Redis
-   commands Redis ran (``INFO commandstats`` diff): paging never loads all runs.
+   index), ``GET /api/runs`` (first and deep), the home page, the pages filtered by status
+   (``failed``: first page, HTML and API, and a page 90% down the failed runs; a status no run
+   has) and the bulk confirmation page of the failed runs (it selects up to 1,000); each 20
+   times (``--samples``) after 3 warm-up requests, alternating with the same request on the
+   100-run store; median and p90 in ms;
+4. counts the runs each request loads from the store (runs read by ``list_runs``, plus
+   ``load_run`` calls) and the Redis commands Redis ran (``INFO commandstats`` diff): paging
+   never loads all runs, and a status filter loads only runs in that status.
 
 The baseline for the ratio is the same request on the 100-run store (its deep cursor is the
-50th newest run, so a full page remains).
+50th newest run, so a full page remains; it has one failed run, so its status pages hold one
+run or none).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -41,11 +48,12 @@ from starlette.testclient import TestClient
 from bench.step_overhead import RedisServer, pct
 from celery_steps import CelerySteps, Context
 from celery_steps.dashboard import create_app
-from celery_steps.dashboard.queries import SCAN_LIMIT
 from celery_steps.store.base import NewRun
 from celery_steps.store.redis import RedisStore
+from celery_steps.store.redis_keys import STATUSES
 
 SAMPLES, WARMUP = 20, 3
+QUICK_RUNS, QUICK_SAMPLES = 20_000, 10
 START_MS = 1_790_000_000_000
 STEPS = {
     "fetch": {"op": "run", "pos": 0, "status": "completed", "attempts": 1, "result": {"n": 1}},
@@ -74,15 +82,22 @@ def fill(steps: CelerySteps, function_id: str, count: int) -> list[str]:
     ids = [f"run_bench{n:08d}" for n in range(count)]
     began = time.perf_counter()
     for n, run_id in enumerate(ids):
-        event = {"id": f"evt_bench{n:08d}", "name": f"bench/{function_id}", "data": {"n": n},
+        event_id = f"evt_bench{n:08d}"
+        event = {"id": event_id, "name": f"bench/{function_id}", "data": {"n": n},
                  "ts": START_MS + n}
-        store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event["id"]],
+        store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event_id],
                                 created_at=START_MS + n, events=[event]))
     for first in range(0, count, 1000):
         with store.r.pipeline(transaction=False) as pipe:
             for n in range(first, min(first + 1000, count)):
-                meta, steps_key, _ = store._run_keys(ids[n])
+                rk = store.keys.run_keys(ids[n])
+                meta, steps_key = rk.meta, rk.steps
                 failed = n % 100 == 99
+                entry = f"{ids[n]}|{function_id}"  # moved between the status indexes
+                pipe.zrem(store.keys.status_index(store.keys.shard_of(ids[n]), "queued"), entry)
+                pipe.zadd(store.keys.status_index(store.keys.shard_of(ids[n]),
+                                                  "failed" if failed else "completed"),
+                          {entry: START_MS + n})
                 pipe.hset(meta, mapping={
                     "status": "failed" if failed else "completed",
                     "ended_at": START_MS + n + 40,
@@ -96,21 +111,37 @@ def fill(steps: CelerySteps, function_id: str, count: int) -> list[str]:
             pipe.execute()
     print(f"  created {count:,} runs of {function_id} in {time.perf_counter() - began:.1f} s",
           flush=True)
+    check_status_indexes(store, {"failed": count // 100, "completed": count - count // 100})
     return ids
 
 
+def check_status_indexes(store: RedisStore, expected: dict[str, int]) -> None:
+    """The status indexes hold each run once, under the status it ended in."""
+    keys = store.keys
+    for status in STATUSES:
+        held = sum(int(store.r.zcard(keys.status_index(shard, status)))
+                   for shard in range(keys.shards))
+        assert held == expected.get(status, 0), (status, held, expected)
+
+
 class Loads:
-    """Counts runs loaded from the store (``load_run`` calls) while installed."""
+    """Counts runs loaded from the store while installed: the runs ``list_runs`` reads (its
+    pipelined ``_load_many``) and ``load_run`` calls (a cursor, one run)."""
 
     def __init__(self, store: RedisStore) -> None:
         self.count = 0
-        original = store.load_run
+        load_run, load_many = store.load_run, store._load_many
 
         def counting(run_id: str) -> Any:
             self.count += 1
-            return original(run_id)
+            return load_run(run_id)
+
+        def counting_many(run_ids: list[str]) -> Any:
+            self.count += len(run_ids)
+            return load_many(run_ids)
 
         store.load_run = counting  # type: ignore[method-assign]
+        store._load_many = counting_many  # type: ignore[method-assign]
 
 
 def commands(client: redis.Redis) -> int:
@@ -150,58 +181,83 @@ def measure(pair: list[tuple[TestClient, str, Loads]], r: redis.Redis,
     return results
 
 
-def report(rows: list[tuple[str, dict[str, float], dict[str, float] | None]]) -> None:
-    print(f"\n{'request':44} {'p50 ms':>8} {'p90 ms':>8} {'runs loaded':>11} "
+def report(rows: Sequence[tuple[str, dict[str, float], dict[str, float] | None]]) -> None:
+    print(f"\n{'request':48} {'p50 ms':>8} {'p90 ms':>8} {'runs loaded':>11} "
           f"{'redis cmds':>10} {'p50 vs 100 runs':>15}")
     for name, big, small in rows:
         ratio = f"{big['p50'] / small['p50']:.2f}x" if small else "-"
-        print(f"{name:44} {big['p50']:8.2f} {big['p90']:8.2f} {big['loads']:11.0f} "
+        print(f"{name:48} {big['p50']:8.2f} {big['p90']:8.2f} {big['loads']:11.0f} "
               f"{big['commands']:10.0f} {ratio:>15}")
+
+
+Cursors = dict[str, str]
+"""The cursors one store's requests use: ``deep`` (90% down its runs), ``failed`` (90% down
+its failed runs)."""
+
+
+def cursors(ids: list[str]) -> Cursors:
+    """A deep cursor 90% down the newest-first index (halfway on 100 runs, so a full page
+    remains), and one 90% down the failed runs (every 100th)."""
+    failed = ids[99::100]
+    return {"deep": ids[len(ids) // 10] if len(ids) > 100 else ids[len(ids) // 2],
+            "failed": failed[len(failed) // 10]}
+
+
+PATHS: list[tuple[str, Callable[[Cursors], str]]] = [
+    ("GET /runs?function= (first page of 50)", lambda _c: "/runs?function=bench-runs"),
+    ("GET /runs?function=&before= (90% deep)",
+     lambda c: f"/runs?function=bench-runs&before={c['deep']}"),
+    ("GET /api/runs?function= (first page)", lambda _c: "/api/runs?function=bench-runs"),
+    ("GET /api/runs?function=&before= (90% deep)",
+     lambda c: f"/api/runs?function=bench-runs&before={c['deep']}"),
+    ("GET / (home: newest 50 per function)", lambda _c: "/"),
+    ("GET /runs?status=failed (1% of runs)", lambda _c: "/runs?function=bench-runs&status=failed"),
+    ("GET /api/runs?status=failed (1% of runs)",
+     lambda _c: "/api/runs?function=bench-runs&status=failed"),
+    ("GET /api/runs?status=failed&before= (90% deep)",
+     lambda c: f"/api/runs?function=bench-runs&status=failed&before={c['failed']}"),
+    ("GET /api/runs?status=running (no match)",
+     lambda _c: "/api/runs?function=bench-runs&status=running"),
+    ("GET /bulk/cancel?status=failed (up to 1,000)",
+     lambda _c: "/bulk/cancel?function=bench-runs&status=failed"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--samples", type=int, default=SAMPLES)
+    parser.add_argument("--runs", type=int, default=None, help="default 100,000")
+    parser.add_argument("--samples", type=int, default=None, help=f"default {SAMPLES}")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_RUNS:,} runs and {QUICK_SAMPLES} samples unless given")
     args = parser.parse_args(argv)
+    runs = args.runs or (QUICK_RUNS if args.quick else 100_000)
+    samples = args.samples or (QUICK_SAMPLES if args.quick else SAMPLES)
+    if runs < 1000:
+        parser.error("--runs must be at least 1,000 (the deep cursors need 10 failed runs)")
     server = RedisServer().start()
     r = redis.Redis.from_url(server.url)
     print(f"redis-server on {server.url}; filling the stores", flush=True)
     big_steps = make_steps(server.url, "bench_big", "bench-runs")
     small_steps = make_steps(server.url, "bench_small", "bench-runs")
-    big_ids = fill(big_steps, "bench-runs", args.runs)
+    big_cursors = cursors(fill(big_steps, "bench-runs", runs))
     small_ids = fill(small_steps, "bench-runs", 100)
-    # deep: a cursor 90% down the newest-first index; on 100 runs, halfway (a full page left)
-    deep_big = big_ids[len(big_ids) // 10]
-    deep_small = small_ids[50]
-    paths: list[tuple[str, Callable[[str], str]]] = [
-        ("GET /runs?function= (first page of 50)", lambda _d: "/runs?function=bench-runs"),
-        ("GET /runs?function=&before= (90% deep)",
-         lambda d: f"/runs?function=bench-runs&before={d}"),
-        ("GET /api/runs?function= (first page)", lambda _d: "/api/runs?function=bench-runs"),
-        ("GET /api/runs?function=&before= (90% deep)",
-         lambda d: f"/api/runs?function=bench-runs&before={d}"),
-        ("GET / (home: newest 50 per function)", lambda _d: "/"),
-        ("GET /api/runs?status=failed (1% of runs)",
-         lambda _d: "/api/runs?function=bench-runs&status=failed"),
-        ("GET /api/runs?status=running (no match)",
-         lambda _d: "/api/runs?function=bench-runs&status=running"),
-    ]
+    small_cursors = {"deep": small_ids[50], "failed": small_ids[99]}
     rows = []
     with TestClient(create_app(big_steps)) as big, TestClient(create_app(small_steps)) as small:
         big_store, small_store = big_steps.runtime.store, small_steps.runtime.store
         assert isinstance(big_store, RedisStore) and isinstance(small_store, RedisStore)
         big_loads, small_loads = Loads(big_store), Loads(small_store)
-        for name, path in paths:
-            at_big, at_small = measure([(big, path(deep_big), big_loads),
-                                        (small, path(deep_small), small_loads)], r, args.samples)
+        for name, path in PATHS:
+            at_big, at_small = measure([(big, path(big_cursors), big_loads),
+                                        (small, path(small_cursors), small_loads)], r, samples)
             rows.append((name, at_big, at_small))
-    print(f"\n{args.runs:,} runs against 100 runs of one function (in-process ASGI, "
-          f"{args.samples} samples each, interleaved):")
+    print(f"\n{runs:,} runs against 100 runs of one function (in-process ASGI, "
+          f"{samples} samples each, interleaved):")
     report(rows)
-    most = max(row[1]["loads"] for row in rows)
-    print(f"\nmost runs any request loaded: {most:.0f} of {args.runs:,} (a status filter reads "
-          f"at most {SCAN_LIMIT:,} runs per page; the others limit + 2)")
+    most = max(row[1]["loads"] for row in rows[:-1])
+    print(f"\nmost runs any page loaded: {most:.0f} of {runs:,} (limit + 1 from the index, "
+          f"plus the cursor's run); the bulk page loaded {rows[-1][1]['loads']:.0f} "
+          f"(its cap is 1,000)")
     server.stop()
     return 0
 

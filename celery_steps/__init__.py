@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from celery_steps.context import Context
+from celery_steps.engine.runlog import RunLogFilter
 from celery_steps.errors import (
     CeleryStepsError,
     ConfigurationError,
@@ -15,6 +16,7 @@ from celery_steps.errors import (
     NonDeterminismError,
     NonRetriableError,
     RetryAfterError,
+    RunFailedError,
     RunLimitError,
     RunNotFound,
     SerializationError,
@@ -62,7 +64,9 @@ __all__ = [
     "RateLimit",
     "RetryAfterError",
     "Run",
+    "RunFailedError",
     "RunLimitError",
+    "RunLogFilter",
     "RunNotFound",
     "SerializationError",
     "Singleton",

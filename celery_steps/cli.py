@@ -16,13 +16,14 @@ from typing import IO, Any, TypeVar, get_args
 
 import click
 
+from celery_steps.clock import ms_to_datetime
 from celery_steps.doctor import failed, run_checks
-from celery_steps.errors import CeleryStepsError
+from celery_steps.errors import CeleryStepsError, RunNotFound
 from celery_steps.extension import EXTENSION_ATTR, CelerySteps
 from celery_steps.functions import Function
 from celery_steps.jsonshape import nesting_depth, too_deep
 from celery_steps.options import TriggerCron, TriggerEvent
-from celery_steps.runs import Run, RunStatus
+from celery_steps.runs import EventInfo, Run, RunStatus, StepRecord
 
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 JSON_META = "celery_steps.cli.json"
@@ -217,8 +218,54 @@ def run_dict(run: Run, outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     return data
 
 
+def _step_detail(step: StepRecord, outputs: dict[str, Any]) -> str:
+    """What a step's row says besides its times: its output or error, and what it waits for
+    (the wake time of a sleep or retry, the awaited event, the child run, the Celery task)."""
+    parts = []
+    if step.status == "running":
+        parts.append(f"in progress since {format_time(step.started_at)}")
+    if step.error:
+        parts.append(_error_text(step.error))
+    elif step.id in outputs:
+        parts.append(_short(outputs[step.id]))
+    ended = step.status in ("completed", "failed")
+    if step.op == "wait_for_event" and step.waiting_for and not ended:
+        parts.append(f"waiting for {step.waiting_for}")
+    if step.child_run_id:
+        parts.append(f"child run {step.child_run_id}")
+    if step.task_id and not ended:
+        parts.append(f"task {step.task_id}")
+    if step.wake_at and not ended:
+        when = format_time(step.wake_at)
+        parts.append(f"wakes {when}" if step.op == "sleep" else
+                     f"retry at {when}" if step.status == "retrying" else f"times out {when}")
+    return "; ".join(parts)
+
+
+def _tracebacks(run: Run) -> list[str]:
+    """The stored tracebacks: each step's last failed attempt, then the run's own (unless it
+    is a step's), indented under a title line."""
+    sections, shown = [], set()
+    for step in run.steps:
+        text = (step.error or {}).get("traceback")
+        if text:
+            shown.add(text)
+            sections.append(f"traceback of step {step.id!r} ({_error_text(step.error)}):")
+            sections.append(_indented(text))
+    text = (run.error or {}).get("traceback")
+    if text and text not in shown:
+        sections.append(f"traceback of the run's error ({_error_text(run.error)}):")
+        sections.append(_indented(text))
+    return sections
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + line for line in text.rstrip().splitlines())
+
+
 def format_run(run: Run, outputs: dict[str, Any] | None = None) -> str:
-    """The run's fields, then its step timeline (offset from the run's start, duration)."""
+    """The run's fields, then its step timeline (offset from the run's start, duration, and
+    what the step returned, failed with or waits for), then the stored tracebacks."""
     outputs = outputs or {}
     lines = [
         f"run       {run.id}",
@@ -236,19 +283,49 @@ def format_run(run: Run, outputs: dict[str, Any] | None = None) -> str:
     if run.error:
         lines.append(f"error     {_error_text(run.error)}")
     lines.append("")
+    tracebacks = _tracebacks(run)
+    if tracebacks:
+        tracebacks.insert(0, "")
     if not run.steps:
-        lines.append("no steps yet")
-        return "\n".join(lines)
+        return "\n".join([*lines, "no steps yet", *tracebacks])
     rows = []
     for n, step in enumerate(run.steps, 1):
-        detail = _error_text(step.error) if step.error else (
-            _short(outputs[step.id]) if step.id in outputs else "")
         start = ("+" + format_duration(run.created_at, step.started_at)
                  if step.started_at else "-")
         rows.append([str(n), step.id, step.op, step.status, str(step.attempts), start,
-                     format_duration(step.started_at, step.ended_at), detail])
+                     format_duration(step.started_at, step.ended_at),
+                     _step_detail(step, outputs)])
     lines.append(table(["#", "STEP", "OP", "STATUS", "ATTEMPTS", "START", "DURATION",
-                        "OUTPUT/ERROR"], rows))
+                        "DETAIL"], rows))
+    return "\n".join([*lines, *tracebacks])
+
+
+def format_event(info: EventInfo, started: Sequence[tuple[str, Run | None]]) -> str:
+    """The event, the runs it started, and the matched functions that started none (why)."""
+    event = info.event
+    lines = [
+        f"event     {event.id}",
+        f"name      {event.name}",
+        f"sent      {format_time(ms_to_datetime(event.ts))}",
+        f"received  {format_time(info.received_at)}",
+        f"routed    {'yes' if info.routed else 'not yet'}",
+        f"data      {_short(event.data, 200)}",
+        "",
+    ]
+    if not info.routed:
+        lines.append("not routed yet: a worker has not handled this event")
+        return "\n".join(lines)
+    if started:
+        lines.append("runs started")
+        lines.append(table(["RUN", "FUNCTION", "STATUS"], [
+            [run_id, run.function_id if run else "-", run.status if run else "expired"]
+            for run_id, run in started]))
+    else:
+        lines.append("no run started")
+    if info.skipped:
+        lines.extend(["", "matched functions that started no run"])
+        lines.append(table(["FUNCTION", "REASON", "RUN"], [
+            [s.function_id, s.reason, s.run_id or "-"] for s in info.skipped]))
     return "\n".join(lines)
 
 
@@ -313,6 +390,24 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     run = _extension(ctx).get_run(run_id)
     outputs = {step.id: step.output for step in run.steps if step.status == "completed"}
     _emit(ctx, as_json, run_dict(run, outputs), lambda: format_run(run, outputs))
+
+
+@steps.command("show-event")
+@click.argument("event_id")
+@json_option
+@click.pass_context
+def show_event(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Show an event, the runs it started, and why matched functions started none."""
+    ext = _extension(ctx)
+    info = ext.get_event(event_id)
+    started: list[tuple[str, Run | None]] = []
+    if not (as_json or ctx.meta.get(JSON_META)):
+        for run_id in info.run_ids:
+            try:
+                started.append((run_id, ext.get_run(run_id)))
+            except RunNotFound:
+                started.append((run_id, None))
+    _emit(ctx, as_json, info.model_dump(mode="json"), lambda: format_event(info, started))
 
 
 @steps.command()

@@ -35,8 +35,10 @@ from celery_steps.integration.transport import (
     TASK_DONE,
     TASK_FAILED,
 )
-from celery_steps.settings import resolve_store_url
+from celery_steps.settings import resolve_store_url, store_transport_options
 from celery_steps.store.redis import RedisStore
+from celery_steps.store.redis_client import CLUSTER_SCHEMES, connect
+from celery_steps.store.redis_guard import read_config
 
 Status = Literal["PASS", "WARN", "FAIL"]
 MIN_REDIS = (6, 2)
@@ -89,9 +91,14 @@ def _store_checks(ext: CelerySteps, checks: list[Check], timeout: float) -> redi
                             "for tests, not for workers; set steps_store_url to a redis:// URL"))
         return None
     shown = maybe_sanitize_url(url)
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://"):]
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    if url.startswith(("sentinel://", *CLUSTER_SCHEMES)):
+        client = connect(url, {**store_transport_options(url, ext.app.conf),
+                               "socket_timeout": timeout, "socket_connect_timeout": timeout})
+    else:
+        if url.startswith("redis+socket://"):
+            url = "unix://" + url[len("redis+socket://"):]
+        client = redis.Redis.from_url(url, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout)
     try:
         client.ping()
         info = client.info("server")
@@ -121,10 +128,10 @@ def _version_check(version: str) -> Check:
 def _config(client: redis.Redis, name: str) -> str | None:
     """A CONFIG GET value, or None when CONFIG is disabled (managed Redis)."""
     try:
-        value = client.config_get(name).get(name)
+        values = read_config(client, name)  # every master of a cluster: the odd one out
     except redis.ResponseError:
         return None
-    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
+    return next((v for v in values if v != values[0]), values[0]) if values else None
 
 
 def _eviction_check(client: redis.Redis) -> Check:

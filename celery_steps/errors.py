@@ -6,7 +6,14 @@ live in :mod:`celery_steps.engine.interrupts` and derive from ``BaseException``.
 
 from __future__ import annotations
 
+import traceback as tb
 from datetime import datetime, timedelta, timezone
+from typing import Any
+
+# How much of a traceback is stored with a failed step or run: its end (the innermost frames
+# and the error), in characters; the cut is marked at the top.
+TRACEBACK_MAX_CHARS = 8192
+MESSAGE_MAX_CHARS = 4000
 
 
 class CeleryStepsError(Exception):
@@ -116,9 +123,50 @@ class StepCancelledError(StepError):
     """A step waited on another run that was cancelled."""
 
 
-def error_dict(exc: BaseException) -> dict[str, str]:
-    """How an error is stored on a step or run: its class name and (capped) message."""
-    return {"name": type(exc).__name__, "message": str(exc)[:4000]}
+class RunFailedError(CeleryStepsError):
+    """A run failed for good. Raised from the Celery task execution that ended the run, so
+    the task ends in ``FAILURE`` and the tools that watch Celery tasks see it.
+
+    ``error`` is the run's stored error: ``name``, ``message`` and, when a Python exception
+    caused it, ``traceback``.
+    """
+
+    def __init__(self, run_id: str, function_id: str, error: dict[str, str]) -> None:
+        super().__init__(
+            f"run {run_id} of {function_id!r} failed: {error.get('name', 'Error')}: "
+            f"{error.get('message', '')} (see `celery -A proj steps show {run_id}`)"
+        )
+        self.run_id = run_id
+        self.function_id = function_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled between a pool child and the worker
+        return (type(self), (self.run_id, self.function_id, self.error))
+
+
+def error_dict(exc: BaseException, *, traceback: str | None = None) -> dict[str, str]:
+    """How an error is stored on a step or run: its class name, (capped) message and, for an
+    exception that was raised, its traceback (the end of it: :data:`TRACEBACK_MAX_CHARS`).
+
+    ``traceback`` is a traceback already formatted elsewhere (a Celery task's), used when
+    ``exc`` carries none.
+    """
+    error = {"name": type(exc).__name__, "message": str(exc)[:MESSAGE_MAX_CHARS]}
+    text = traceback
+    if exc.__traceback__ is not None:
+        text = "".join(tb.format_exception(exc))
+    if text:
+        error["traceback"] = cap_traceback(text)
+    return error
+
+
+def cap_traceback(text: str) -> str:
+    """``text`` cut to its last :data:`TRACEBACK_MAX_CHARS` characters, the cut marked."""
+    if len(text) <= TRACEBACK_MAX_CHARS:
+        return text
+    marker = "... ({} characters cut)\n"
+    keep = TRACEBACK_MAX_CHARS - len(marker.format(len(text)))
+    return marker.format(len(text) - keep) + text[-keep:]
 
 
 def step_error_for(step_id: str, name: str, message: str) -> StepError:

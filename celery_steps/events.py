@@ -6,12 +6,13 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from celery_steps.errors import InvalidEventError
 from celery_steps.jsonshape import nesting_depth, too_deep
+from celery_steps.telemetry import current_traceparent
 
 MAX_NAME_LENGTH = 256
 INTERNAL_PREFIX = "celery_steps/"
@@ -23,6 +24,8 @@ FUNCTION_INVOKED = "celery_steps/function.invoked"
 CRON_EVENT = "celery_steps/cron"
 # function.failed carries the failed run's first event in data.event: two levels deeper.
 _WRAPPED_EVENT_LEVELS = 2
+TraceParent = Annotated[str, StringConstraints(
+    pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
 
 
 def new_id() -> str:
@@ -38,6 +41,9 @@ class Event(BaseModel):
     ts: int = Field(default_factory=lambda: int(time.time() * 1000))
     user: dict[str, Any] | None = None
     v: str | None = None
+    traceparent: TraceParent | None = Field(default_factory=current_traceparent)
+    """The W3C trace context of the span current where the event was made (with
+    OpenTelemetry; see docs/operating.md): the runs it starts join that trace."""
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), separators=(",", ":"), allow_nan=False)

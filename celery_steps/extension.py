@@ -101,7 +101,7 @@ class CelerySteps:
         retries: int = 4,
         on_failure: Handler | None = None,
         cancel_on: Sequence[CancelOn] | None = None,
-        concurrency: Concurrency | None = None,
+        concurrency: Concurrency | Sequence[Concurrency] | None = None,
         throttle: Throttle | None = None,
         rate_limit: RateLimit | None = None,
         debounce: Debounce | None = None,

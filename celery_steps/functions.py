@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Protocol
 
 from celery_steps.context import Context
 from celery_steps.crons import CronSchedule, parse_cron
@@ -20,6 +20,7 @@ from celery_steps.options import (
     CancelOn,
     Concurrency,
     Debounce,
+    Duration,
     Priority,
     RateLimit,
     Singleton,
@@ -30,10 +31,6 @@ from celery_steps.options import (
     TriggerEvent,
 )
 
-if TYPE_CHECKING:
-    from datetime import timedelta
-
-log = logging.getLogger("celery_steps.functions")
 FUNCTION_ID = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 EVENT_PATTERN = re.compile(r"[^\s*]+(/\*)?|\*")
 TASK_PREFIX = "celery_steps.fn."
@@ -52,7 +49,7 @@ class RunStarter(Protocol):
 class FlowControl:
     """Flow-control options, kept together so Function stays small."""
 
-    concurrency: Concurrency | None = None
+    concurrency: Concurrency | Sequence[Concurrency] | None = None
     throttle: Throttle | None = None
     rate_limit: RateLimit | None = None
     debounce: Debounce | None = None
@@ -60,6 +57,15 @@ class FlowControl:
     batch_events: BatchEvents | None = None
     idempotency: str | None = None
     singleton: Singleton | None = None
+
+    @property
+    def concurrency_limits(self) -> tuple[Concurrency, ...]:
+        """The concurrency constraints, whether one or a list was declared."""
+        if self.concurrency is None:
+            return ()
+        if isinstance(self.concurrency, Concurrency):
+            return (self.concurrency,)
+        return tuple(self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,6 @@ def build_function(handler: Handler, spec: Declaration, starter: RunStarter | No
                      Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")),
         _starter=starter,
     )
-    _warn_unenforced(function_id, flow)
     if spec.on_failure is not None:
         fn.on_failure = _failure_handler(fn, spec.on_failure, starter)
     return fn
@@ -219,19 +224,6 @@ def _failure_handler(fn: Function, handler: Handler, starter: RunStarter | None)
         internal=True,
         _starter=starter,
     )
-
-
-UNENFORCED = ("priority",)
-
-
-def _warn_unenforced(function_id: str, flow: FlowControl) -> None:
-    """Flow-control options are validated now and enforced in a later release: say so."""
-    given = [name for name in UNENFORCED if getattr(flow, name) is not None]
-    if given:
-        log.warning(
-            "function %r: flow control %s is validated but not enforced in this version",
-            function_id, ", ".join(given),
-        )
 
 
 def _compile_cancel(function_id: str, option: CancelOn) -> CompiledCancel:
@@ -265,47 +257,132 @@ def _check_timeouts(function_id: str, timeouts: Timeouts | None) -> Timeouts | N
     return timeouts
 
 
+MIN_PERIOD = timedelta(seconds=1)
+MAX_CONCURRENCY_CONSTRAINTS = 2
+# Combinations refused at declaration: (option, option, why, what to do instead).
+EXCLUSIVE = (
+    ("debounce", "batch_events", "both collect events into one run",
+     "choose one of them"),
+    ("batch_events", "rate_limit", "a batch run has many events and a rate limit skips events",
+     "throttle the batch runs instead (throttle=Throttle(...))"),
+    ("batch_events", "priority", "a batch run has many events to evaluate the priority over",
+     "leave priority out"),
+    ("batch_events", "idempotency", "a batch run has many events to take the key from",
+     "deduplicate the events themselves (send them with an id)"),
+    ("debounce", "idempotency", "the debounced run would get one id per key value forever",
+     "give the debounce a key instead (Debounce(key=...))"),
+    ("batch_events", "singleton", "the collecting run is already the key's one pending run",
+     "use concurrency=Concurrency(limit=1, key=...) to keep runs from overlapping"),
+    ("debounce", "singleton", "the collecting run is already the key's one pending run",
+     "use concurrency=Concurrency(limit=1, key=...) to keep runs from overlapping"),
+)
+OPTION_TYPES: dict[str, type] = {
+    "throttle": Throttle,
+    "rate_limit": RateLimit,
+    "debounce": Debounce,
+    "priority": Priority,
+    "batch_events": BatchEvents,
+    "singleton": Singleton,
+}
+
+
 def _check_flow(function_id: str, flow: FlowControl) -> FlowControl:
-    expected = {
-        "concurrency": Concurrency,
-        "throttle": Throttle,
-        "rate_limit": RateLimit,
-        "debounce": Debounce,
-        "priority": Priority,
-        "batch_events": BatchEvents,
-        "singleton": Singleton,
-    }
-    for attr, cls in expected.items():
+    """Validate every flow-control option and combination; the flow with ``concurrency``
+    normalized (a list becomes a tuple)."""
+    where = f"function {function_id!r}"
+    for attr, cls in OPTION_TYPES.items():
         value = getattr(flow, attr)
         if value is not None and not isinstance(value, cls):
-            raise ConfigurationError(
-                f"function {function_id!r}: {attr} must be a {cls.__name__} object"
-            )
+            raise ConfigurationError(f"{where}: {attr} must be a {cls.__name__} object, "
+                                     f"got {value!r}")
         key = getattr(value, "key", None) if value is not None else None
         if key is not None:
-            Expression(key, what=f"{attr}.key of function {function_id!r}")
-    for attr in ("concurrency", "throttle", "rate_limit", "batch_events"):
-        value = getattr(flow, attr)
-        limit = getattr(value, "limit", getattr(value, "max_size", None))
-        if value is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise ConfigurationError(
-                f"function {function_id!r}: {attr} needs a positive integer limit, got {limit!r}"
-            )
-        for period_attr in ("period", "timeout"):
-            period = getattr(value, period_attr, None)
-            if value is not None and period is not None:
-                parse_duration(period, what=f"{attr}.{period_attr} of function {function_id!r}")
+            Expression(key, what=f"{attr}.key of {where}")
+    flow = replace(flow, concurrency=_check_concurrency(where, flow.concurrency))
+    for attr in ("throttle", "rate_limit"):
+        option = getattr(flow, attr)
+        if option is not None:
+            _positive_int(where, f"{attr}.limit", option.limit)
+            _period(where, f"{attr}.period", option.period)
+    if flow.throttle is not None:
+        _positive_int(where, "throttle.burst", flow.throttle.burst)
+    if flow.debounce is not None:
+        _period(where, "debounce.period", flow.debounce.period)
+        if flow.debounce.timeout is not None:
+            _period(where, "debounce.timeout", flow.debounce.timeout)
+    if flow.batch_events is not None:
+        _positive_int(where, "batch_events.max_size", flow.batch_events.max_size)
+        _period(where, "batch_events.timeout", flow.batch_events.timeout)
     if flow.singleton is not None and flow.singleton.mode not in ("skip", "cancel"):
         raise ConfigurationError(
-            f"function {function_id!r}: singleton mode must be 'skip' or 'cancel', "
-            f"got {flow.singleton.mode!r}"
+            f"{where}: singleton.mode must be 'skip' or 'cancel', got {flow.singleton.mode!r}"
         )
     if flow.priority is not None:
-        Expression(flow.priority.run, what=f"priority.run of function {function_id!r}")
+        Expression(flow.priority.run, what=f"priority.run of {where}")
     if flow.idempotency is not None:
-        Expression(flow.idempotency, what=f"idempotency of function {function_id!r}")
+        Expression(flow.idempotency, what=f"idempotency of {where}")
+    for first, second, why, instead in EXCLUSIVE:
+        if getattr(flow, first) is not None and getattr(flow, second) is not None:
+            raise ConfigurationError(
+                f"{where}: {first} and {second} cannot be combined ({why}); {instead}"
+            )
     return flow
+
+
+def _check_concurrency(where: str, value: object) -> Concurrency | tuple[Concurrency, ...] | None:
+    if value is None or isinstance(value, Concurrency):
+        items: tuple[object, ...] = () if value is None else (value,)
+    elif isinstance(value, (list, tuple)):
+        items = tuple(value)
+        if not 1 <= len(items) <= MAX_CONCURRENCY_CONSTRAINTS:
+            raise ConfigurationError(
+                f"{where}: concurrency takes one Concurrency or a list of one or two, got "
+                f"{len(items)}"
+            )
+    else:
+        raise ConfigurationError(
+            f"{where}: concurrency must be a Concurrency object or a list of at most two, "
+            f"got {value!r}"
+        )
+    seen: set[tuple[str, str | None]] = set()
+    for index, item in enumerate(items):
+        label = "concurrency" if len(items) == 1 else f"concurrency[{index}]"
+        if not isinstance(item, Concurrency):
+            raise ConfigurationError(f"{where}: {label} must be a Concurrency object, got "
+                                     f"{item!r}")
+        _positive_int(where, f"{label}.limit", item.limit)
+        if item.scope not in ("fn", "env"):
+            raise ConfigurationError(f"{where}: {label}.scope must be 'fn' or 'env', got "
+                                     f"{item.scope!r}")
+        if item.key is not None:
+            Expression(item.key, what=f"{label}.key of {where}")
+        elif item.scope == "env":
+            raise ConfigurationError(
+                f"{where}: {label} has scope 'env' but no key: the key names the limit shared "
+                "by every function that uses it, e.g. key='\"openai\"'"
+            )
+        if (item.scope, item.key) in seen:
+            raise ConfigurationError(
+                f"{where}: {label} repeats the scope and key of another constraint; keep one"
+            )
+        seen.add((item.scope, item.key))
+    if isinstance(value, (list, tuple)):
+        return items  # type: ignore[return-value]
+    return value  # type: ignore[return-value]
+
+
+def _positive_int(where: str, label: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{where}: {label} must be a positive integer, got {value!r}")
+
+
+def _period(where: str, label: str, value: Duration) -> None:
+    period = parse_duration(value, what=f"{label} of {where}")
+    if period < MIN_PERIOD:
+        raise ConfigurationError(
+            f"{where}: {label} is {value!r}, under the minimum of 1 second (a shorter period "
+            "would turn the control off); use '1s' or more"
+        )
 
 
 class Registry:

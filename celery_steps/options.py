@@ -44,12 +44,19 @@ class CancelOn:
 
 @dataclass(frozen=True)
 class Concurrency:
+    """At most ``limit`` runs execute at once, per value of ``key`` (a CEL expression over the
+    event). ``scope="env"`` shares the limit with every function whose ``env`` constraint's
+    key has the same value (``key`` is then required: it names the shared limit)."""
+
     limit: int
     key: str | None = None
+    scope: Literal["fn", "env"] = "fn"
 
 
 @dataclass(frozen=True)
 class Throttle:
+    """At most ``limit`` run starts per ``period`` (``burst`` at once); the rest wait."""
+
     limit: int
     period: Duration
     burst: int = 1
@@ -58,6 +65,8 @@ class Throttle:
 
 @dataclass(frozen=True)
 class RateLimit:
+    """At most ``limit`` run starts per ``period``; events beyond it start no run."""
+
     limit: int
     period: Duration
     key: str | None = None
@@ -65,6 +74,9 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Debounce:
+    """One run per burst of events, ``period`` after the last (at most ``timeout`` after the
+    first), with the last event."""
+
     period: Duration
     key: str | None = None
     timeout: Duration | None = None
@@ -72,11 +84,16 @@ class Debounce:
 
 @dataclass(frozen=True)
 class Priority:
+    """``run``: a CEL expression over the event giving seconds in [-600, 600]; a run waiting
+    for a concurrency or throttle slot goes as if it had been queued that much earlier."""
+
     run: str
 
 
 @dataclass(frozen=True)
 class BatchEvents:
+    """One run per ``max_size`` events, or per the events within ``timeout`` of the first."""
+
     max_size: int
     timeout: Duration
     key: str | None = None
@@ -92,5 +109,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Singleton:
+    """One active run per value of ``key``: ``"skip"`` new runs, or ``"cancel"`` the old one."""
+
     key: str | None = None
     mode: Literal["skip", "cancel"] = "skip"

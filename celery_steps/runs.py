@@ -20,8 +20,13 @@ class StepRecord(BaseModel):
     id: str
     op: StepOp
     status: str
+    """``completed``, ``failed``, ``retrying``, ``sleeping``, ``waiting``, ``queued``, or
+    ``running`` while its function executes (seen by the executing worker's heartbeat,
+    every ``steps_lease_ttl`` / 5 seconds)."""
     attempts: int = 0
     error: dict[str, str] | None = None
+    """The last failed attempt's error: ``name``, ``message`` and ``traceback`` (when a
+    Python exception caused it; its last 8192 characters)."""
     started_at: datetime | None = None
     ended_at: datetime | None = None
     output: Any = None
@@ -44,6 +49,8 @@ class Run(BaseModel):
     status: RunStatus
     output: Any = None
     error: dict[str, str] | None = None
+    """Why it failed or was cancelled: ``name``, ``message`` and ``traceback`` (when a
+    Python exception caused it)."""
     event_ids: list[str] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)
     created_at: datetime

@@ -8,7 +8,9 @@ from typing import Any
 from celery_steps.errors import ConfigurationError
 from celery_steps.jsonshape import DEFAULT_MAX_DEPTH
 
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://",
+                 "redis+cluster://", "rediss+cluster://")
+MAX_SHARDS = 1024
 # Deeper values reach recursion limits on the way (Python's json and copy, Lua's cjson).
 MAX_JSON_DEPTH_SETTING = 200
 
@@ -18,7 +20,13 @@ class Settings:
     """Every setting with its default. ``steps_<name>`` in ``app.conf`` overrides each."""
 
     store_url: str | None = None
+    # redis-py / Sentinel options of the store, as Celery's broker_transport_options take
+    # them: {"master_name": "mymaster", "sentinel_kwargs": {...}, ...}
+    store_transport_options: dict[str, Any] | None = None
     namespace: str = "celery_steps"
+    # how many ways runs, events, timers and indexes are split (one Redis Cluster slot each):
+    # None = 16 on a cluster, 1 on one server; fixed once a namespace has data
+    store_shards: int | None = None
     event_max_bytes: int = 512 * 1024
     retry_backoff_base: float = 1.0
     retry_backoff_max: float = 600.0
@@ -29,6 +37,9 @@ class Settings:
     route_sweep_after: float = 120.0
     timer_poller: bool = True
     timer_batch: int = 500
+    # False: a sent event's routing and an invoked run's start are published by the workers'
+    # timer pollers (the caller only writes to the store: one round trip); True: by the caller
+    publish_from_client: bool = False
     wait_max_timeout: float = 366 * 24 * 3600.0
     step_max_bytes: int = 4 * 1024 * 1024
     run_max_steps: int = 1000
@@ -66,11 +77,30 @@ class Settings:
                 f"setting steps_json_max_depth must be a whole number from 1 to "
                 f"{MAX_JSON_DEPTH_SETTING}, got {depth!r}"
             )
+        shards = self.store_shards
+        if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int)
+                                   or not 1 <= shards <= MAX_SHARDS):
+            raise ConfigurationError(
+                f"setting steps_store_shards must be a whole number from 1 to {MAX_SHARDS}, "
+                f"got {shards!r}")
         if not isinstance(self.namespace, str) or not self.namespace or "{" in self.namespace:
             raise ConfigurationError(
                 f"setting steps_namespace must be a non-empty string without braces, "
                 f"got {self.namespace!r}"
             )
+
+
+def store_transport_options(url: str, conf: Any) -> dict[str, Any]:
+    """The store's transport options: ``steps_store_transport_options``, else those Celery
+    has for the result backend or broker the store URL was taken from."""
+    configured = conf.get("steps_store_transport_options")
+    if configured:
+        return dict(configured)
+    for setting, options in (("result_backend", "result_backend_transport_options"),
+                             ("broker_url", "broker_transport_options")):
+        if conf.get(setting) == url:
+            return dict(conf.get(options) or {})
+    return {}
 
 
 def resolve_store_url(explicit: str | None, conf: Any) -> str:

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from celery_steps.clock import FakeClock
 from celery_steps.store.memory import MemoryStore
 from celery_steps.store.redis import RedisStore
+from tests.servers import RabbitMQServer, RedisCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ("celery.contrib.pytest",)
@@ -114,6 +116,46 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster, started once for the session when a test asks for it."""
+    cluster = RedisCluster(redis_server_executable())
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """A real RabbitMQ broker, started once for the session when a test asks for it."""
+    try:
+        server = RabbitMQServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where an integration test's app sends tasks (``broker``) and keeps state (``store``)."""
+
+    broker: str
+    store: str
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq", "cluster"])
+def deployment(request: pytest.FixtureRequest, redis_server: RedisServer) -> Deployment:
+    """Each integration test runs on one Redis for everything, then with RabbitMQ as the
+    broker, then with the store on a 3-master Redis Cluster."""
+    if request.param == "rabbitmq":
+        rabbit: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
+        return Deployment(rabbit.url(), redis_server.url())
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return Deployment(redis_server.url(), cluster.url())
+    return Deployment(redis_server.url(), redis_server.url())
+
+
 @pytest.fixture
 def namespace() -> str:
     """A fresh key namespace per test: tests share one server but never each other's keys."""
@@ -147,7 +189,7 @@ def aging_clock() -> AgingClock:
     return AgingClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request: pytest.FixtureRequest, namespace: str,
           aging_clock: AgingClock) -> Iterator[Any]:
     """Every StateStore implementation, for the contract suite. ``aging_clock.advance``
@@ -155,7 +197,8 @@ def store(request: pytest.FixtureRequest, namespace: str,
     if request.param == "memory":
         yield MemoryStore(aging_clock)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer | RedisCluster = request.getfixturevalue(
+        "redis_server" if request.param == "redis" else "redis_cluster")
     s = RedisStore.from_url(server.url(), namespace=namespace)
     aging_clock.redis = s
     yield s

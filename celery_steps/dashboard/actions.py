@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from celery_steps.dashboard.queries import RunFilter, select_runs
 from celery_steps.extension import CelerySteps
+from celery_steps.runs import ENDED
 
 Action = Literal["cancel", "replay"]
 ACTIONS: tuple[Action, ...] = ("cancel", "replay")
@@ -43,6 +44,13 @@ class BulkResult:
     def as_dict(self) -> dict[str, Any]:
         return {"action": self.action, "filter": self.filter.params(), "matched": self.matched,
                 "run_ids": self.run_ids, "skipped": self.skipped, "truncated": self.truncated}
+
+
+def again_reaches_the_rest(action: Action, flt: RunFilter) -> bool:
+    """Whether running a truncated bulk action again acts on the runs it left: only a cancel
+    filtered by a status the runs leave when cancelled; anything else selects the same
+    newest runs again."""
+    return action == "cancel" and flt.status is not None and flt.status not in ENDED
 
 
 def bulk(steps: CelerySteps, action: Action, flt: RunFilter,

@@ -63,8 +63,9 @@ def _keyed(text: str, key: str | None) -> str:
 def describe_flow(flow: FlowControl) -> list[str]:
     """One line per flow-control option that is set, in declaration order."""
     lines: list[str] = []
-    if flow.concurrency:
-        lines.append(_keyed(f"concurrency {flow.concurrency.limit}", flow.concurrency.key))
+    for c in flow.concurrency_limits:
+        scope = " (shared: env)" if c.scope == "env" else ""
+        lines.append(_keyed(f"concurrency {c.limit}{scope}", c.key))
     if flow.throttle:
         t = flow.throttle
         lines.append(_keyed(f"throttle {t.limit} per {t.period} (burst {t.burst})", t.key))

@@ -107,8 +107,7 @@ def _action(request: Request) -> actions.Action:
 def _preview(steps: CelerySteps, flt: queries.RunFilter) -> dict[str, Any]:
     selection = queries.select_runs(steps, flt)
     return {"filter": flt, "count": len(selection.runs), "truncated": selection.truncated,
-            "preview": selection.runs[:PREVIEW], "limit": queries.BULK_LIMIT,
-            "scan": queries.BULK_SCAN}
+            "preview": selection.runs[:PREVIEW], "limit": queries.BULK_LIMIT}
 
 
 async def bulk_confirm(request: Request) -> Response:
@@ -116,7 +115,8 @@ async def bulk_confirm(request: Request) -> Response:
     s, action = site(request), _action(request)
     flt = queries.parse_filter(request.query_params)
     context = await run_in_threadpool(_preview, s.steps, flt)
-    return s.render(request, "bulk_confirm.html", {"action": action, **context})
+    return s.render(request, "bulk_confirm.html", {
+        "action": action, "again": actions.again_reaches_the_rest(action, flt), **context})
 
 
 async def bulk(request: Request) -> Response:
@@ -125,4 +125,5 @@ async def bulk(request: Request) -> Response:
     form = await request.form()
     flt = queries.parse_filter({k: v for k, v in form.items() if isinstance(v, str)})
     result = await run_in_threadpool(actions.bulk, s.steps, action, flt)
-    return s.render(request, "bulk_done.html", {"result": result})
+    return s.render(request, "bulk_done.html", {
+        "result": result, "again": actions.again_reaches_the_rest(action, flt)})

@@ -2,11 +2,10 @@
 
 Every read is bounded, whatever the number of runs:
 
-- a page without a status filter loads ``limit + 1`` runs through the store's index;
-- a page with a status filter looks at no more than :data:`SCAN_LIMIT` runs (newest first
-  from the cursor) and keeps those in that status: it may hold fewer than ``limit`` runs
-  and still have a next cursor, which continues the scan where it stopped (the store has
-  no index by status, so this is what keeps a rare status from loading every run);
+- a page loads ``limit + 1`` runs through the store's index (by function, or by status when
+  it filters by status, so a rare status costs what a common one does): a full page
+  whenever that many runs match, and a next cursor exactly when more do;
+- a bulk selection is one such page, of :data:`BULK_LIMIT` runs;
 - the home page counts a function's newest :data:`RECENT` runs by status.
 """
 
@@ -24,15 +23,10 @@ from celery_steps.runs import Run, RunStatus
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-SCAN_LIMIT = 1000
-"""At most this many runs are read for one page with a status filter."""
-CHUNK = 200
 RECENT = 50
 """How many of a function's newest runs the home page counts by status."""
 BULK_LIMIT = 1000
-"""At most this many runs per bulk action; run it again for the rest."""
-BULK_SCAN = 20 * SCAN_LIMIT
-"""At most this many runs are read to select a bulk action's runs."""
+"""At most this many runs per bulk action: the newest its filter selects."""
 
 
 class BadQuery(CeleryStepsError):
@@ -54,8 +48,6 @@ class RunPage:
     runs: list[Run]
     next_before: str | None
     """The cursor of the next (older) page: pass it as ``before``; None on the last page."""
-    scanned: int = 0
-    """How many runs were read to fill the page."""
 
 
 @dataclass
@@ -64,7 +56,7 @@ class Selection:
 
     runs: list[Run] = field(default_factory=list)
     truncated: bool = False
-    """More runs may match than were selected (the cap or the scan limit was reached)."""
+    """More runs matched than the cap: these are the newest of them."""
 
 
 def parse_filter(params: Mapping[str, str]) -> RunFilter:
@@ -87,39 +79,21 @@ def parse_limit(raw: str | None) -> int:
     return limit
 
 
-def _list(steps: CelerySteps, function: str | None, limit: int, before: str | None) -> list[Run]:
+def _list(steps: CelerySteps, flt: RunFilter, limit: int, before: str | None) -> list[Run]:
     try:
-        return steps.list_runs(function_id=function, limit=limit, before=before)
+        return steps.list_runs(function_id=flt.function, status=flt.status, limit=limit,
+                               before=before)
     except RunNotFound:
         raise BadQuery(f"the cursor before={before!r} is not a known run: start from the first "
                        "page") from None
 
 
-def run_page(steps: CelerySteps, flt: RunFilter, *, limit: int, before: str | None,
-             scan_limit: int | None = None) -> RunPage:
-    """One page of runs, newest first, and the cursor of the next page; with a status
-    filter, read at most ``scan_limit`` runs (default :data:`SCAN_LIMIT`)."""
-    scan_limit = scan_limit or SCAN_LIMIT
-    if flt.status is None:
-        found = _list(steps, flt.function, limit + 1, before or None)
-        runs = found[:limit]
-        more = len(found) > limit
-        return RunPage(runs, runs[-1].id if more and runs else None, len(found))
-    matched: list[Run] = []
-    cursor, scanned = before or None, 0
-    while scanned < scan_limit:
-        want = min(CHUNK, scan_limit - scanned)
-        chunk = _list(steps, flt.function, want, cursor)
-        for run in chunk:
-            scanned += 1
-            if run.status == flt.status:
-                matched.append(run)
-                if len(matched) > limit:
-                    return RunPage(matched[:limit], matched[limit - 1].id, scanned)
-            cursor = run.id
-        if len(chunk) < want:
-            return RunPage(matched, None, scanned)  # the index is exhausted
-    return RunPage(matched, cursor, scanned)
+def run_page(steps: CelerySteps, flt: RunFilter, *, limit: int, before: str | None) -> RunPage:
+    """One page of the runs ``flt`` selects, newest first, and the cursor of the next page
+    (reading one run more than the page tells whether there is one)."""
+    found = _list(steps, flt, limit + 1, before or None)
+    runs = found[:limit]
+    return RunPage(runs, runs[-1].id if len(found) > limit else None)
 
 
 def recent_status_counts(steps: CelerySteps, function_id: str) -> tuple[Counter[str], bool]:
@@ -128,27 +102,9 @@ def recent_status_counts(steps: CelerySteps, function_id: str) -> tuple[Counter[
     return Counter(run.status for run in runs[:RECENT]), len(runs) > RECENT
 
 
-def select_runs(steps: CelerySteps, flt: RunFilter, cap: int | None = None,
-                scan_limit: int | None = None) -> Selection:
-    """The runs a filter selects, newest first: at most ``cap`` (:data:`BULK_LIMIT`),
-    reading at most ``scan_limit`` runs (:data:`BULK_SCAN`), page by page."""
+def select_runs(steps: CelerySteps, flt: RunFilter, cap: int | None = None) -> Selection:
+    """The runs a filter selects, newest first, at most ``cap`` (:data:`BULK_LIMIT`): one
+    page of ``cap`` read like :func:`run_page`, ``truncated`` when more match."""
     cap = cap or BULK_LIMIT
-    scan_limit = scan_limit or BULK_SCAN
-    selection = Selection()
-    before: str | None = None
-    scanned = 0
-    while True:
-        page = run_page(steps, flt, limit=min(CHUNK, cap + 1 - len(selection.runs)),
-                        before=before, scan_limit=min(SCAN_LIMIT, scan_limit - scanned))
-        selection.runs += page.runs
-        scanned += page.scanned
-        if len(selection.runs) > cap:
-            selection.runs = selection.runs[:cap]
-            selection.truncated = True
-            return selection
-        if page.next_before is None:
-            return selection
-        if scanned >= scan_limit:
-            selection.truncated = True
-            return selection
-        before = page.next_before
+    found = _list(steps, flt, cap + 1, None)
+    return Selection(found[:cap], truncated=len(found) > cap)

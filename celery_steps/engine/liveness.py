@@ -6,6 +6,10 @@ alive by :class:`Heartbeat` (a daemon thread in every process that executes runs
 prefork worker, also by the worker's main process for each of its pool children, which a long
 C call holding a child's GIL cannot starve. When the key lapses the holder is dead: the next
 acquire takes the run over and counts a crash.
+
+Each beat also tells the store which ``step.run`` each held run is executing and since when
+(:attr:`Heartbeat.running`, kept by the engine in memory), so ``steps show`` can list a step
+in progress without a store write per step; the step's checkpoint clears it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class Heartbeat:
         self._held: dict[str, str] = {}
         self._members: dict[str, str] = {}  # run -> its timer member (woken if we die)
         self._orphans: dict[str, str] = {}  # runs let go of, whose release failed
+        # run -> (step key, since ms) of the step.run executing now; written by the engine
+        # without the lock (single dict operations), read by the beat
+        self.running: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._pid = 0
         self._proc = ""
@@ -74,6 +81,7 @@ class Heartbeat:
                 self._pid, self._proc = os.getpid(), process_id()
                 self._held.clear()
                 self._members.clear()
+                self.running.clear()
                 self._beaten_at = 0.0
                 threading.Thread(target=self._loop, name="celery-steps-heartbeat",
                                  daemon=True).start()
@@ -91,6 +99,7 @@ class Heartbeat:
         with self._lock:
             self._held.pop(run_id, None)
             self._members.pop(run_id, None)
+        self.running.pop(run_id, None)
 
     def release(self, run_id: str, holder: str) -> None:
         """Let go of a run this process stopped executing. If the store refuses (down, or
@@ -123,7 +132,8 @@ class Heartbeat:
                 self._beat()
                 store, now = self._store_of(), self._clock.now_ms()
                 for run_id, holder in held:
-                    store.renew(run_id, holder, now=now, lease_ms=self._lease_ms)
+                    store.renew(run_id, holder, now=now, lease_ms=self._lease_ms,
+                                running=self.running.get(run_id))
                 for run_id, holder in orphans:
                     store.release(run_id, holder)
                     with self._lock:

@@ -15,6 +15,7 @@ from celery_steps.errors import CeleryStepsError, RetryAfterError
 from celery_steps.functions import Function
 from celery_steps.settings import Settings
 from celery_steps.store.base import RESUME_SAFETY_MS, Outcome, RunRecord, StateStore
+from celery_steps.telemetry import ExecutionTrace
 
 
 class Services(Protocol):
@@ -50,6 +51,11 @@ class RunScope:
     crashes: int = 0
     # What the run's state takes in the store so far (checked against steps_run_max_state_bytes)
     state_bytes: int = 0
+    # This execution's span, when tracing (celery_steps.telemetry).
+    trace: ExecutionTrace | None = None
+    # run id -> (step key, since ms) of the step.run executing now, which the process's
+    # heartbeat writes to the run (see engine.liveness); None for a parallel branch.
+    running: dict[str, tuple[str, int]] | None = None
 
     def retry_delay_ms(self, attempts: int, exc: BaseException) -> int:
         if isinstance(exc, RetryAfterError):

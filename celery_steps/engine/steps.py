@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -64,6 +65,11 @@ class StepTools:
     @property
     def attempt(self) -> int:
         return self._current_attempt if self._current is not None else self._scope.run.attempt
+
+    @property
+    def step_id(self) -> str | None:
+        """The key of the step whose function runs now (None between steps)."""
+        return self._current
 
     def _claim(self, step_id: str, op: str) -> tuple[str, int, dict[str, Any] | None]:
         if self._current is not None:
@@ -178,6 +184,23 @@ class StepTools:
                 RunLimitError)
         self._scope.state_bytes = total
 
+    @contextmanager
+    def _traced(self, key: str, op: str) -> Iterator[None]:
+        """A span around a step's work, when tracing (``step.run`` makes its own)."""
+        trace = self._scope.trace
+        if trace is None:
+            yield
+            return
+        span = trace.step(key, op, 0)
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            span.end(error)
+
     # -- step.run -----------------------------------------------------------------------
     def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once; later replays return the stored result without calling it.
@@ -207,6 +230,11 @@ class StepTools:
         if state is not None and state.get("wake_at", 0) > now:
             raise self._suspend("queued", state["wake_at"], key, state)
         self._current, self._current_attempt = key, attempts
+        scope = self._scope
+        if scope.running is not None:  # the heartbeat tells the store, if it runs long
+            scope.running[scope.run.id] = (key, now)
+        span = scope.trace.step(key, "run", attempts) if scope.trace is not None else None
+        error: BaseException | None = None
         try:
             value = fn(*args, **kwargs)
             if typed is not None:
@@ -222,11 +250,17 @@ class StepTools:
                 )
             self._count_state(key, len(encoded))
         except SerializationError as exc:
+            error = exc
             return self._fail(key, {**base, "attempts": attempts + 1}, exc)  # type: ignore[no-any-return]
         except Exception as exc:
+            error = exc
             return self._retry_or_fail(key, base, attempts, exc)  # type: ignore[no-any-return]
         finally:
             self._current = None
+            if scope.running is not None:
+                scope.running.pop(scope.run.id, None)
+            if span is not None:
+                span.end(error)
         done = {**base, "status": "completed", "attempts": attempts + 1,
                 "ended_at": self._now(), "result": result}
         crash_point("step.before_checkpoint", key)
@@ -270,12 +304,14 @@ class StepTools:
         if self._scope.planning:
             raise Planned(key)
         now = self._now()
-        if state is None:
-            state = {"op": "sleep", "pos": pos, "status": "sleeping", "started_at": now,
-                     "wake_at": wake_at_of(now), "attempts": 1}
-        if state["wake_at"] > now:
-            raise self._suspend("sleeping", state["wake_at"], key, state)
-        self._remember(key, {**state, "status": "completed", "ended_at": now, "result": None})
+        with self._traced(key, "sleep"):
+            if state is None:
+                state = {"op": "sleep", "pos": pos, "status": "sleeping", "started_at": now,
+                         "wake_at": wake_at_of(now), "attempts": 1}
+            if state["wake_at"] > now:
+                raise self._suspend("sleeping", state["wake_at"], key, state)
+            self._remember(key, {**state, "status": "completed", "ended_at": now,
+                                 "result": None})
 
     # -- events -------------------------------------------------------------------------
     def wait_for_event(
@@ -292,7 +328,8 @@ class StepTools:
         if state is None or state["status"] not in FINAL:
             if self._scope.planning:
                 raise Planned(key)
-            state = self._wait(key, pos, state, event, timeout, if_exp, match)
+            with self._traced(key, "wait_for_event"):
+                state = self._wait(key, pos, state, event, timeout, if_exp, match)
         result = self._replayed(key, state)
         return None if result is None else Event.model_validate(result)
 
@@ -363,7 +400,8 @@ class StepTools:
         now = self._now()
         seed = f"{self._scope.run.id}|{key}"
         try:
-            ids = self._scope.services.send_step_events(events, seed)
+            with self._traced(key, "send_event"):  # the runs they start join this trace
+                ids = self._scope.services.send_step_events(events, seed)
         except CeleryStepsError as exc:
             return self._fail(key, {"op": "send_event", "pos": pos, "attempts": 1,  # type: ignore[no-any-return]
                                     "started_at": now}, exc)
@@ -380,6 +418,11 @@ class StepTools:
             return self._replayed(key, state)
         if self._scope.planning:
             raise Planned(key)
+        with self._traced(key, "invoke"):  # the child run joins this trace
+            return self._invoke(key, pos, state, function, data, timeout)
+
+    def _invoke(self, key: str, pos: int, state: dict[str, Any] | None, function: Any,
+                data: dict[str, Any] | None, timeout: Any) -> Any:
         now = self._now()
         if state is None:
             delta = (None if timeout is None else
@@ -425,6 +468,11 @@ class StepTools:
             return self._replayed(key, state)
         if self._scope.planning:
             raise Planned(key)
+        with self._traced(key, "run_task"):
+            return self._run_task(key, pos, state, task, args, kwargs)
+
+    def _run_task(self, key: str, pos: int, state: dict[str, Any] | None, task: Any,
+                  args: Any, kwargs: Any) -> Any:
         now = self._now()
         send = (task, args, kwargs)
         if state is None:

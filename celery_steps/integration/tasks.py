@@ -62,8 +62,9 @@ def install(app: Celery, runtime: Runtime) -> None:
     @app.task(name=TASK_FAILED, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def task_failed(request: Any, exc: Any, traceback: Any, run_id: str, function_id: str,
                     step_key: str) -> None:
+        error = error_dict(exc, traceback=traceback if isinstance(traceback, str) else None)
         runtime.resolve_task_step(run_id, function_id, step_key, {"status": "failed",
-                                                                   "error": error_dict(exc)})
+                                                                   "error": error})
 
     app.steps["worker"].add(TimerPollerStep)
     app.steps["worker"].add(ChildHeartbeatStep)
@@ -102,18 +103,26 @@ def install(app: Celery, runtime: Runtime) -> None:
 def register_function(app: Celery, runtime: Runtime, fn: Function) -> None:
     """Make ``fn`` a Celery task named ``celery_steps.fn.<id>`` (acks late: never lost).
 
+    The execution that fails a run for good raises
+    :class:`~celery_steps.errors.RunFailedError`: the task ends in ``FAILURE`` (so
+    ``task_failure`` handlers, error trackers, Flower and ``celery events`` see it), its message
+    is acknowledged (never redelivered) and Celery never retries it: retries are the run's own.
+    Every other execution, a completed or cancelled run's included, ends in ``SUCCESS``.
+
     Its ``queue=`` is applied by the :class:`~celery_steps.integration.routing.FunctionQueues`
     router in ``task_routes``, not as a task attribute (deprecated, gone in Celery 6).
     """
 
     def run_function(run_id: str) -> str:
-        return runtime.execute(fn.id, run_id)
+        return runtime.execute(fn.id, run_id)  # raises RunFailedError when it failed the run
 
     run_function.__qualname__ = f"run_function[{fn.id}]"
     options: dict[str, Any] = {
         "name": fn.task_name,
         "acks_late": True,
         "reject_on_worker_lost": True,
+        "acks_on_failure_or_timeout": True,  # a failed run's message is done with
+        "max_retries": 0,
         "ignore_result": True,
         "base": Task,
         "shared": False,

@@ -17,6 +17,22 @@ BRANCH_TASK = "celery_steps.branch"
 CRON_TASK = "celery_steps.cron"
 TASK_DONE = "celery_steps.task_done"
 TASK_FAILED = "celery_steps.task_failed"
+AMQP_DRIVERS = ("amqp", "pyamqp", "librabbitmq")
+
+
+def broker_priority(seconds: int, driver: str | None) -> int | None:
+    """The message priority for a run of priority ``seconds`` (-600..600) on this broker.
+
+    Redis (kombu's priority steps 0, 3, 6, 9; 0 is served first, and is where messages
+    without a priority go): above 0 s -> 0, 0 s -> 3, down to -300 s -> 6, below -> 9.
+    RabbitMQ (queues declared with ``x-max-priority`` 9 or more; higher is served first):
+    ``5 + round(seconds * 4 / 600)``, 1 to 9. Other brokers: none.
+    """
+    if driver == "redis":
+        return 0 if seconds > 0 else 3 if seconds == 0 else 6 if seconds >= -300 else 9
+    if driver in AMQP_DRIVERS:
+        return 5 + round(seconds * 4 / 600)
+    return None
 
 
 class CeleryPublisher:
@@ -26,18 +42,34 @@ class CeleryPublisher:
         self.app = app
         self.registry = registry
         self.producer = producer
+        self._driver: str | None = None
 
     def publish_route(self, event_id: str) -> None:
         self.app.tasks[ROUTE_TASK].apply_async(args=[event_id], producer=self.producer)
 
-    def enqueue_run(self, function_id: str, run_id: str) -> None:
+    def enqueue_run(self, function_id: str, run_id: str, *, priority: int | None = None) -> None:
         fn = self.registry.by_id.get(function_id)
         name = fn.task_name if fn else TASK_PREFIX + function_id
+        options: dict[str, Any] = {"producer": self.producer}
+        if priority is not None:
+            level = broker_priority(priority, self.driver)
+            if level is not None:
+                options["priority"] = level
         task = self.app.tasks.get(name)
         if task is not None:
-            task.apply_async(args=[run_id], producer=self.producer)
+            task.apply_async(args=[run_id], **options)
         else:  # a function served by another app on the same store
-            self.app.send_task(name, args=[run_id], producer=self.producer)
+            self.app.send_task(name, args=[run_id], **options)
+
+    @property
+    def driver(self) -> str:
+        """The broker's kombu driver type (``redis``, ``amqp``...), looked up once."""
+        if self._driver is None:
+            try:
+                self._driver = str(self.app.connection_for_write().transport.driver_type)
+            except Exception:  # a transport whose client library is missing: no priority
+                self._driver = ""
+        return self._driver
 
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
         self.app.tasks[BRANCH_TASK].apply_async(args=[function_id, run_id, step_key],
@@ -47,6 +79,9 @@ class CeleryPublisher:
 class CeleryTransport(CeleryPublisher):
     """:class:`~celery_steps.runtime.ports.Transport` on a Celery app."""
 
+    def inline(self) -> bool:
+        return bool(self.app.conf.task_always_eager)
+
     @contextmanager
     def batch(self) -> Iterator[CeleryPublisher]:
         """One broker producer for many messages (eager mode publishes nothing)."""
@@ -54,7 +89,9 @@ class CeleryTransport(CeleryPublisher):
             yield self
             return
         with self.app.producer_or_acquire() as producer:
-            yield CeleryPublisher(self.app, self.registry, producer)
+            publisher = CeleryPublisher(self.app, self.registry, producer)
+            publisher._driver = self.driver
+            yield publisher
 
     def task_result(self, task_id: str) -> dict[str, Any] | None:
         """Read the result backend, if the app has one that stored this task's result."""

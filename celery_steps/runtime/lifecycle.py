@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from celery_steps.clock import Clock
@@ -28,11 +29,19 @@ from celery_steps.events import (
 )
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function, Registry
+from celery_steps.runtime.gates import gate
 from celery_steps.runtime.ports import Transport
 from celery_steps.runtime.runs import new_run, run_id_for
-from celery_steps.settings import Settings, resolve_store_url
+from celery_steps.settings import Settings, resolve_store_url, store_transport_options
 from celery_steps.store import open_store
-from celery_steps.store.base import RESUME_SAFETY_MS, NewRun, Outcome, RunRecord, StateStore
+from celery_steps.store.base import (
+    RESUME_SAFETY_MS,
+    EventWrite,
+    NewRun,
+    Outcome,
+    RunRecord,
+    StateStore,
+)
 
 log = logging.getLogger("celery_steps")
 
@@ -70,8 +79,10 @@ class Lifecycle:
                     url = resolve_store_url(self._store_url, self.conf)
                     shared = self._store is not None and url.startswith("memory://")
                     if not shared:
-                        self._store = open_store(url, namespace=self.settings.namespace,
-                                                 clock=self.clock)
+                        self._store = open_store(
+                            url, namespace=self.settings.namespace, clock=self.clock,
+                            options=store_transport_options(url, self.conf),
+                            shards=self.settings.store_shards)
                         self._store.register_functions(list(self.registry.by_id))
                     self._store_pid = os.getpid()
         assert self._store is not None
@@ -120,23 +131,40 @@ class Lifecycle:
         ids = [event.id for event, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEventError("the same event id appears twice in one send")
-        for event, payload in encoded:
-            if self._store_event(event, payload, now):
-                crash_point("accept.after_put_event", event.name)
-                if event.ts <= now + 1000:
-                    self._publish_route(event.id)
-            else:
+        publish = self.publishes()
+        stored = self.store.put_events([self._event_write(event, payload, now, publish)
+                                        for event, payload in encoded])
+        for (event, _), fresh in zip(encoded, stored, strict=True):
+            if not fresh:
                 log.info("event %s was already sent in the dedupe window; ignored", event.id)
+                continue
+            crash_point("accept.after_put_event", event.name)
+            if publish and event.ts <= now + 1000:
+                self._publish_route(event.id)
         return ids
 
+    def publishes(self) -> bool:
+        """Whether this process publishes new routings and starts itself, rather than leave
+        them to the workers' timer pollers (``steps_publish_from_client``; eager mode)."""
+        return bool(self.settings.publish_from_client) or self.transport.inline()
+
     def _store_event(self, event: Event, payload: str, now: int) -> bool:
-        """Store an event with its routing timer: at ``ts`` for a delayed event (kept the
-        dedupe window past it), else a sweep in case the routing message is lost."""
+        [fresh] = self.store.put_events([self._event_write(event, payload, now, True)])
+        return fresh
+
+    def _event_write(self, event: Event, payload: str, now: int,
+                     publish: bool) -> EventWrite:
+        """An event with its routing timer: at ``ts`` for a delayed event (kept the dedupe
+        window past it); now when the pollers publish its routing; else a sweep in case the
+        routing message this process publishes is lost."""
         delay = max(0, event.ts - now) if event.ts > now + 1000 else 0
-        route_at = now + delay if delay else now + int(float(self.settings.route_sweep_after)
-                                                       * 1000)
-        return self.store.put_event(event.id, payload, route_at=route_at,
-                                    ttl_ms=self.event_ttl_ms + delay)
+        if delay:
+            route_at = now + delay
+        elif publish:
+            route_at = now + int(float(self.settings.route_sweep_after) * 1000)
+        else:
+            route_at = now
+        return EventWrite(event.id, payload, route_at, self.event_ttl_ms + delay)
 
     def _publish_route(self, event_id: str) -> None:
         try:
@@ -162,20 +190,29 @@ class Lifecycle:
 
     def create_and_enqueue(self, fn: Function, run_id: str, events: list[dict[str, Any]],
                            parent: dict[str, Any] | None = None, start_in_ms: int = 0,
-                           pending: str | None = None) -> None:
+                           pending: str | None = None) -> bool:
         """Create a run and send its start; a delayed start (throttle, debounce, batch) waits
-        on its timer instead."""
-        run = new_run(self.clock.now_ms(), self.settings, fn, run_id, events, parent,
-                      start_in_ms, pending)
+        on its timer instead. False when a run with this id existed (nothing sent)."""
+        now = self.clock.now_ms()
+        run = new_run(now, self.settings, fn, run_id, events, parent, start_in_ms, pending)
+        # the timer pollers start it, unless this process publishes (or has a broker
+        # priority to give the message)
+        publish = self.publishes() or fn.flow.priority is not None
+        if not publish and start_in_ms <= 0:
+            run = replace(run, start_by=now)
         if not self.store.create_run(run):
-            return  # routed before: started then, or its start watchdog starts it
-        if start_in_ms > 0:
-            return
+            return False  # routed before: started then, or its start watchdog starts it
+        if start_in_ms > 0 or not publish:
+            return True
         try:
-            self.enqueue(fn.id, run_id)
+            if fn.flow.priority is not None:  # the broker's message priority, where it has one
+                self.transport.enqueue_run(fn.id, run_id, priority=int(run.priority_ms / 1000))
+            else:
+                self.enqueue(fn.id, run_id)
         except Exception:  # the run's start watchdog (steps_start_watchdog) starts it later
             log.warning("could not publish the start of run %s; the watchdog will start it",
                         run_id, exc_info=True)
+        return True
 
     def create_remote(self, function_id: str, data: Any, parent: dict[str, Any],
                       run_id: str) -> None:
@@ -184,11 +221,13 @@ class Lifecycle:
         event = Event(name=FUNCTION_INVOKED, data=dict(data or {}), id=f"invoke-{run_id}", ts=now)
         validate_event(event, max_bytes=int(self.settings.event_max_bytes),
                        max_depth=self.settings.json_max_depth, allow_internal=True)
-        watchdog = now + int(float(self.settings.start_watchdog) * 1000)
+        publish = self.publishes()
+        watchdog = now + (int(float(self.settings.start_watchdog) * 1000) if publish else 0)
         self.store.create_run(NewRun(id=run_id, function_id=function_id, event_ids=[event.id],
                                      created_at=now, events=[event.model_dump()], parent=parent,
                                      start_by=watchdog))
-        self.enqueue(function_id, run_id)
+        if publish:
+            self.enqueue(function_id, run_id)
 
     def enqueue(self, function_id: str, run_id: str) -> None:
         """Send the task that executes (or resumes) a run, with no ETA."""
@@ -215,6 +254,11 @@ class Lifecycle:
         this process dies half way, the outbox timer has it done again."""
         self._notify_parent(run, outcome)
         self._send_system_events(function, run, outcome)
+        singleton = function.flow.singleton
+        if singleton is not None and run.events:  # the key may never be used again
+            self.store.release_singleton(
+                gate(self.settings.namespace, "single", function, singleton.key, run.events[0]),
+                run.id)
         self.store.notified(run.id)
 
     def _notify_parent(self, run: RunRecord, outcome: Outcome) -> None:

@@ -18,8 +18,10 @@ class Publisher(Protocol):
     def publish_route(self, event_id: str) -> None:
         """Send the task that routes a stored event."""
 
-    def enqueue_run(self, function_id: str, run_id: str) -> None:
-        """Send the task that executes (or resumes) a run, with no ETA."""
+    def enqueue_run(self, function_id: str, run_id: str, *, priority: int | None = None) -> None:
+        """Send the task that executes (or resumes) a run, with no ETA; ``priority`` (seconds,
+        -600..600, from the function's ``Priority``) becomes the broker's message priority
+        where the broker has them."""
 
     def send_branch(self, function_id: str, run_id: str, step_key: str) -> None:
         """Send the task that runs one ``ctx.step.parallel`` branch of a run."""
@@ -30,6 +32,10 @@ class Transport(Publisher, Protocol):
 
     def batch(self) -> AbstractContextManager[Publisher]:
         """A publisher that reuses one broker connection for many messages."""
+
+    def inline(self) -> bool:
+        """True when publishing runs the task at once, in this process (Celery's eager mode):
+        then everything must be published, not left to a timer poller."""
 
     def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,
                   task_id: str, reply_to: tuple[str, str, str]) -> None:

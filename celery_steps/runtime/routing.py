@@ -10,10 +10,10 @@ from celery_steps.events import CRON_EVENT
 from celery_steps.expressions import Expression
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
-from celery_steps.runtime.flow import admit, collect, collects, has_admission
+from celery_steps.runtime.flow import start_for
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.runs import run_id_for
-from celery_steps.store.base import GateTaken
+from celery_steps.store.base import Skip
 
 log = logging.getLogger("celery_steps.routing")
 _conditions: dict[str, Expression] = {}
@@ -37,12 +37,12 @@ def route_event(life: Lifecycle, event_id: str) -> list[str]:
     envelope = json.loads(raw)
     event: dict[str, Any] = envelope["event"]
     received_at = int(envelope["received_at"])
-    run_ids = _start_runs(life, event)
+    run_ids, skipped = _start_runs(life, event)
     crash_point("route.after_start_runs", event["name"])
     _resume_waiters(life, event, received_at)
     _apply_cancel_on(life, event, received_at)
     crash_point("route.before_complete", event["name"])
-    store.complete_routing(event_id, run_ids, ttl_ms=life.event_ttl_ms)
+    store.complete_routing(event_id, run_ids, ttl_ms=life.event_ttl_ms, skipped=tuple(skipped))
     return run_ids
 
 
@@ -56,48 +56,22 @@ def _targets(life: Lifecycle, event: dict[str, Any]) -> list[Function]:
             if fn.accepts(trigger, event)]
 
 
-def _start_runs(life: Lifecycle, event: dict[str, Any]) -> list[str]:
+def _start_runs(life: Lifecycle, event: dict[str, Any]) -> tuple[list[str], list[Skip]]:
+    """Start the run of each matching function: the runs started, and why the others
+    started none."""
     run_ids: list[str] = []
+    skipped: list[Skip] = []
     seen: set[str] = set()
     for fn in _targets(life, event):
         if fn.id in seen:
             continue
         seen.add(fn.id)
-        run_id = run_id_for(fn.id, _dedupe_key(fn, event))
-        if collects(fn):
-            run_ids.append(_collect(life, fn, event, run_id))
-            continue
-        delay = 0
-        if has_admission(fn):
-            if life.store.load_run(run_id) is not None:
-                run_ids.append(run_id)  # admitted when first routed
-                continue
-            admitted = admit(life, fn, event, run_id)
-            if admitted is None:
-                continue
-            delay = admitted
-        life.create_and_enqueue(fn, run_id, [event], start_in_ms=delay)
-        run_ids.append(run_id)
-    return run_ids
-
-
-def _collect(life: Lifecycle, fn: Function, event: dict[str, Any], run_id: str) -> str:
-    """Debounce/batch: join the gate's collecting run, or start collecting in a new one."""
-    for _ in range(10):  # another routing may open the gate between our join and create
-        target, start_now, pending, delay = collect(life, fn, event, run_id)
-        if pending is None:
-            if start_now:
-                if target == run_id:
-                    life.create_and_enqueue(fn, run_id, [event])
-                else:
-                    life.enqueue(fn.id, target)
-            return target
-        try:
-            life.create_and_enqueue(fn, run_id, [event], start_in_ms=delay, pending=pending)
-        except GateTaken:
-            continue
-        return run_id
-    raise RuntimeError(f"could not join or open the debounce/batch gate of {fn.id!r}")
+        started, skip = start_for(life, fn, event, run_id_for(fn.id, _dedupe_key(fn, event)))
+        if started is not None:
+            run_ids.append(started)
+        if skip is not None:
+            skipped.append(skip)
+    return run_ids, skipped
 
 
 def _dedupe_key(fn: Function, event: dict[str, Any]) -> str:

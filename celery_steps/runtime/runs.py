@@ -1,4 +1,4 @@
-"""Building a new run: its id, start watchdog, Timeouts deadlines, cancel_on waiters, gate."""
+"""Building a new run: its id, start watchdog, Timeouts deadlines, cancel_on waiters, gates."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from celery_steps.durations import parse_duration, to_ms
 from celery_steps.engine.steps import derived_id
 from celery_steps.expressions import match_key_at
 from celery_steps.functions import Function
-from celery_steps.runtime.gates import concurrency_gate
+from celery_steps.runtime.gates import concurrency_gates, priority_ms, throttle_gate
 from celery_steps.settings import Settings
 from celery_steps.store.base import NewRun, Waiter
+from celery_steps.telemetry import run_trace
 
 
 def run_id_for(function_id: str, event_id: str) -> str:
@@ -22,7 +23,7 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
             events: list[dict[str, Any]], parent: dict[str, Any] | None = None,
             start_in_ms: int = 0, pending: str | None = None) -> NewRun:
     """A run record: its start watchdog (or delayed start), Timeouts deadlines, cancel_on
-    registrations and concurrency gate."""
+    registrations, flow-control gates, priority (over its first event) and trace context."""
     start_by = now + int(float(settings.start_watchdog) * 1000)
     if start_in_ms > 0:
         start_by = now + start_in_ms
@@ -57,6 +58,9 @@ def new_run(now: int, settings: Settings, fn: Function, run_id: str,
         start_by=start_by,
         waiters=waiters,
         deadlines=deadlines,
-        concurrency=concurrency_gate(settings.namespace, fn, trigger),
+        concurrency=concurrency_gates(settings.namespace, fn, trigger),
+        throttle=throttle_gate(settings.namespace, fn, trigger),
+        priority_ms=priority_ms(fn, trigger),
         pending=pending,
+        trace=run_trace(fn.id, run_id, events),
     )

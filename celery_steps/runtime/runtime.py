@@ -20,13 +20,15 @@ from celery_steps.errors import EventNotFound, RunNotFound
 from celery_steps.events import Event, build_events
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
-from celery_steps.runs import EventInfo, Run
+from celery_steps.runs import EventInfo, Run, SkippedStart
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.routing import route_event
 from celery_steps.store.base import RunRecord
 from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
+# wait_for_run looks again at least this often (a clock jump, a store outage)
+WAIT_SLICE_S = 5.0
 
 
 class Runtime(Lifecycle):
@@ -139,17 +141,17 @@ class Runtime(Lifecycle):
             delay = min(delay * 2, 0.1)
 
     def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
-        """Return the run once it has ended; TimeoutError if it has not within ``timeout``."""
+        """Return the run once it has ended; TimeoutError if it has not within ``timeout``.
+        Blocks until the store says the run ended (no polling)."""
         deadline = time.monotonic() + timeout
-        delay = 0.005
         while True:
             run = self.get_run(run_id)
             if run.ended:
                 return run
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"run {run_id} has not ended after {timeout}s ({run.status})")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            self.store.wait_ended(run_id, min(left, WAIT_SLICE_S))
 
     def list_runs(self, *, function_id: str | None, status: str | None, limit: int,
                   before: str | None = None) -> list[Run]:
@@ -173,5 +175,7 @@ class Runtime(Lifecycle):
         run_ids = self.store.routed_runs(event_id)
         received = ms_to_datetime(int(envelope["received_at"]))
         assert received is not None
+        skipped = [SkippedStart(function_id=s.function_id, reason=s.reason, run_id=s.run_id)
+                   for s in self.store.skipped_starts(event_id)] if run_ids is not None else []
         return EventInfo(event=Event.model_validate(envelope["event"]), received_at=received,
-                         routed=run_ids is not None, run_ids=run_ids or [])
+                         routed=run_ids is not None, run_ids=run_ids or [], skipped=skipped)

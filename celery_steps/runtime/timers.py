@@ -1,19 +1,27 @@
 """The timer poller: waits for the earliest due wake-up and publishes it, with no ETA.
 
 Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
-pushed back, then removed once its message is published), and every wake-up is idempotent.
+pushed back by ``REDO_MS``, then removed once its message is published; a run's timer is
+left pushed back, as a safety net the run's own progress moves), and every wake-up is
+idempotent. Unless ``steps_publish_from_client`` is set, the pollers also publish the routing
+of newly sent events and the start of newly invoked runs: the caller only writes a due-now
+timer with the event or run, in the same round trip.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.ports import Publisher
 
 log = logging.getLogger("celery_steps.poller")
 MAX_IDLE_WAIT = 1.0
+SWEEP_EVERY_S = 600.0  # how often a poller trims the indexes of expired runs
+SWEEP_LIMIT = 1000
 LOCAL_WAIT = 0.1
 REDO_MS = 30_000
 
@@ -46,7 +54,11 @@ def poll_once(life: Lifecycle) -> int:
             for member, score in claimed:
                 try:
                     dispatch(publisher, member)
-                    done.append((member, score))
+                    if not member.startswith("r|"):
+                        # a run's timer stays armed (pushed back by the claim): if this
+                        # message is lost, it fires again; the run's own progress (acquire,
+                        # suspend, end) moves it long before
+                        done.append((member, score))
                 except Exception:  # left claimed: it comes due again after REDO_MS
                     log.exception("could not dispatch timer %s", member)
         if done:
@@ -82,9 +94,20 @@ class TimerPoller:
         except Exception:
             log.debug("could not signal pollers", exc_info=True)
 
+    def sweep_once(self) -> int:
+        """Trim the run indexes of runs that expired after the retention."""
+        life = self._life
+        retention = int(float(life.settings.run_retention) * 1000)
+        return life.store.sweep(now=life.clock.now_ms(), older_than_ms=retention,
+                                limit=SWEEP_LIMIT)
+
     def _loop(self) -> None:
+        swept_at = time.monotonic() - SWEEP_EVERY_S * random.random()  # spread the pollers
         while not self._stop.is_set():
             try:
+                if time.monotonic() - swept_at >= SWEEP_EVERY_S:
+                    swept_at = time.monotonic()
+                    self.sweep_once()
                 poll_once(self._life)
                 store = self._life.store
                 due = store.next_due()

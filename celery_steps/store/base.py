@@ -25,6 +25,14 @@ Vocabulary:
   follows an end (resuming a parent, system events) is done by the runtime, which then clears
   it; if the process dies first, the timer fires and the runtime does it then.
 - Every write is safe to run twice: redis-py re-sends a script whose reply was lost.
+- A *gate* is global flow-control state, keyed by function (or shared name) and key value,
+  never by run: a run's own writes never touch a gate (in Redis Cluster a script only touches
+  the keys of one slot). A concurrency gate holds *places* (a run's timer member scored by
+  lease expiry) and a *waiting queue* (runs scored by when they began to wait minus their
+  priority); a place goes to a run only while no run waiting before it in the queue is owed
+  it. A throttle gate is a GCRA clock with the same kind of queue. The store takes and frees
+  places around a run's writes: taking first (a place whose run never got written expires
+  with its lease), freeing after.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FINAL = frozenset({"completed", "failed"})
+
 
 class GateTaken(Exception):
     """Another run already collects events for this debounce/batch gate."""
@@ -56,7 +65,12 @@ BUSY_MARGIN_MS = 50  # past a process key's expiry, so it has lapsed when looked
 # A singleton gate claimed for a run that does not exist (yet) stays taken this long: the
 # claimer creates the run right after claiming, or its routing is retried.
 SINGLETON_CLAIM_MS = 60_000
+# A run waiting in a gate's queue that does not come back within this of when it was due
+# loses its place in the queue (its run vanished, or its process died); it gets the same
+# place back when it asks again, its score being its own.
+WAITER_GRACE_MS = 15_000
 SaveStatus = Literal["ok", "exists", "lost", "cancelled"]
+SKIP_REASONS = ("rate_limited", "singleton", "idempotent", "debounced", "batched")
 
 
 def proc_of(holder: str) -> str:
@@ -92,6 +106,10 @@ class RunRecord:
     notify: bool = False
     # What the run's events and step states take in the store (JSON bytes).
     state_bytes: int = 0
+    # The run's W3C trace context (``traceparent``), set when it was created (tracing only).
+    trace: str | None = None
+    # (step key, since ms): the step.run its holder was executing at its last heartbeat.
+    running_step: tuple[str, int] | None = None
 
     @property
     def ended(self) -> bool:
@@ -126,6 +144,44 @@ class Waiter:
 
 
 @dataclass(frozen=True)
+class EventWrite:
+    """One event to store (see :meth:`StateStore.put_events`)."""
+
+    event_id: str
+    event_json: str
+    route_at: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class ConcurrencyGate:
+    """At most ``limit`` runs hold a place in gate ``key`` at once (while they execute)."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class ThrottleGate:
+    """At most ``limit`` runs start through gate ``key`` per ``period_ms``, ``burst`` at once."""
+
+    key: str
+    limit: int
+    period_ms: int
+    burst: int = 1
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A function an event matched that started no run of its own: ``reason`` is one of
+    :data:`SKIP_REASONS`, ``run_id`` the run the event went into or that stood in its way."""
+
+    function_id: str
+    reason: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
 class NewRun:
     id: str
     function_id: str
@@ -138,10 +194,16 @@ class NewRun:
     waiters: tuple[Waiter, ...] = ()
     # Absolute times (ms) from Timeouts: "start" (must have started by), "finish".
     deadlines: dict[str, int] = field(default_factory=dict)
-    # (gate key, limit): at most `limit` runs sharing the gate hold a lease at once.
-    concurrency: tuple[str, int] | None = None
+    # The concurrency gates the run holds a place in while it executes (at most two).
+    concurrency: tuple[ConcurrencyGate, ...] = ()
+    # The throttle its first start goes through.
+    throttle: ThrottleGate | None = None
+    # Priority (ms): in a gate's queue the run goes as if it began waiting this much earlier.
+    priority_ms: int = 0
     # A debounce/batch gate: the run collects that gate's events until it starts.
     pending: str | None = None
+    # The run's W3C trace context (``traceparent``), when tracing.
+    trace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +237,25 @@ class StateStore(abc.ABC):
         """Store an event unless its id was seen within ``ttl_ms``, stamped with the store's
         time (``received_at``); arm its routing timer at ``route_at``."""
 
+    def put_events(self, writes: list[EventWrite]) -> list[bool]:
+        """:meth:`put_event` for many events, in as few round trips as the store allows."""
+        return [self.put_event(w.event_id, w.event_json, route_at=w.route_at, ttl_ms=w.ttl_ms)
+                for w in writes]
+
     @abc.abstractmethod
     def get_event(self, event_id: str) -> str | None:
         """The stored envelope ``{"event": ..., "received_at": ms}`` as JSON."""
 
     @abc.abstractmethod
-    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
-        """Record the runs an event started and disarm its routing timer."""
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int,
+                         skipped: tuple[Skip, ...] = ()) -> None:
+        """Record the runs an event started, and why the functions in ``skipped`` started
+        none (kept as long as the run ids; a second routing adds the functions not recorded
+        yet), and disarm its routing timer."""
+
+    @abc.abstractmethod
+    def skipped_starts(self, event_id: str) -> list[Skip]:
+        """What :meth:`complete_routing` recorded in ``skipped`` (empty when nothing was)."""
 
     @abc.abstractmethod
     def routed_runs(self, event_id: str) -> list[str] | None:
@@ -217,15 +291,25 @@ class StateStore(abc.ABC):
         ``busy`` while a live holder has it (the wake flag is set, and the run's timer is due
         within :data:`BUSY_RECHECK_MS`, or when the holder's process key lapses). A holder whose
         process
-        is dead is replaced and ``crashes`` goes up by one. A run with a concurrency gate whose
-        limit is reached is ``limited``: its timer is set :data:`CONCURRENCY_RETRY_MS` ahead.
-        ``ended`` runs come back with their record when their outbox is still pending.
-        Suspending, finishing, releasing or cancelling frees the run's place in the gate."""
+        is dead is replaced and ``crashes`` goes up by one.
+
+        A run with concurrency gates takes a place in each; when one is full, or a run waiting
+        before it in that gate's queue is owed the free place, it is ``limited``: it joins the
+        gate's queue (scored by when it began to wait, or its ``created_at`` for its first
+        start, minus its priority) and its timer is set :data:`CONCURRENCY_RETRY_MS` ahead.
+        Suspending, finishing, releasing or cancelling frees the run's places and wakes (sets
+        the timer of) the runs at the head of each queue. A run's first start also goes
+        through its throttle gate: refused, it is ``limited`` with its timer set to when the
+        throttle lets it start, counting the runs queued before it.
+        ``ended`` runs come back with their record when their outbox is still pending."""
 
     @abc.abstractmethod
-    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
-        """While ``holder`` holds the run: push its timer (the watchdog) and its place in
-        the concurrency gate to ``now + lease_ms``. False once it no longer holds it."""
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
+              running: tuple[str, int] | None = None) -> bool:
+        """While ``holder`` holds the run: push its timer (the watchdog) and its places in
+        its concurrency gates to ``now + lease_ms``, and record the step it is executing
+        (``running``: step key, since ms; None: none), which ``save_step``, ``suspend``,
+        ``finish`` and ``release`` clear. False once it no longer holds it."""
 
     @abc.abstractmethod
     def beat(self, proc: str, *, ttl_ms: int, holding: list[str] | None = None) -> None:
@@ -268,6 +352,10 @@ class StateStore(abc.ABC):
         """End the run for the holder, arm its outbox, expire it after the retention."""
 
     @abc.abstractmethod
+    def wait_ended(self, run_id: str, timeout: float) -> None:
+        """Block until the run has ended or ``timeout`` seconds passed (callers check)."""
+
+    @abc.abstractmethod
     def notified(self, run_id: str) -> None:
         """What follows the run's end was done: clear its outbox and its timer."""
 
@@ -308,14 +396,17 @@ class StateStore(abc.ABC):
 
     # -- flow control -------------------------------------------------------------------
     @abc.abstractmethod
-    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
-              period_ms: int, burst: int, now: int) -> int:
-        """Admission of one run start through a gate.
+    def admit_rate(self, gate: str, *, limit: int, period_ms: int, now: int) -> bool:
+        """Admit one run start through a rate-limit gate: False (and nothing recorded) when
+        ``limit`` starts were admitted in the last ``period_ms`` (sliding window)."""
 
-        ``rate``: 0 when admitted, -1 when ``limit`` starts were admitted in the last
-        ``period_ms`` (the start is dropped). ``throttle``: never refuses; returns how many ms
-        the start must wait so that at most ``limit`` start per period, ``burst`` at once.
-        """
+    @abc.abstractmethod
+    def join_throttle(self, gate: ThrottleGate, *, function_id: str, run_id: str, score: int,
+                      now: int) -> int:
+        """Queue a run about to be created in a throttle gate's queue with ``score`` (its
+        creation time minus its priority); returns in how many ms the throttle will let it
+        start (GCRA: ``limit`` per ``period_ms``, ``burst`` at once), counting the runs queued
+        before it. Nothing is consumed: its start (:meth:`acquire`) takes the slot."""
 
     @abc.abstractmethod
     def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
@@ -337,6 +428,11 @@ class StateStore(abc.ABC):
         run's id): one that has not ended, or one claimed less than
         :data:`SINGLETON_CLAIM_MS` ago whose run does not exist yet. ``force`` takes the gate
         whatever holds it."""
+
+    @abc.abstractmethod
+    def release_singleton(self, gate: str, run_id: str) -> None:
+        """Free the gate if ``run_id`` still holds it (its run ended): gates of keys never
+        used again do not stay behind."""
 
     # -- functions ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -377,6 +473,12 @@ class StateStore(abc.ABC):
     def signal(self) -> None:
         """Wake a poller blocked in :meth:`wait_for_signal` (at least one; e.g. after a clock
         jump). Pollers not woken still wake within their own timeout."""
+
+    # -- housekeeping -------------------------------------------------------------------
+    @abc.abstractmethod
+    def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
+        """Drop index entries of runs that expired (created more than ``older_than_ms`` ago
+        and gone); at most ``limit`` per index. Returns how many were dropped."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,22 +19,26 @@ from celery_steps.runs import ENDED
 from celery_steps.store.base import (
     BUSY_MARGIN_MS,
     BUSY_RECHECK_MS,
-    CONCURRENCY_RETRY_MS,
     FINAL,
     NOTIFY_SAFETY_MS,
     SINGLETON_CLAIM_MS,
     AcquireStatus,
+    ConcurrencyGate,
     GateTaken,
     NewRun,
     Outcome,
     RunRecord,
     SaveStatus,
+    Skip,
     StateStore,
     Suspension,
+    ThrottleGate,
     Waiter,
     proc_host,
     proc_of,
 )
+from celery_steps.store.memory_gates import GateBook
+from celery_steps.store.memory_timers import MemoryTimers
 
 
 @dataclass
@@ -45,31 +48,34 @@ class _Run:
     wake: bool = False
     waiters: list[Waiter] = field(default_factory=list)
     expires_at: int | None = None
-    concurrency: tuple[str, int] | None = None
+    concurrency: tuple[ConcurrencyGate, ...] = ()
+    throttle: ThrottleGate | None = None  # until its first start
+    priority_ms: int = 0
+    started: bool = False  # it went through its gates once
     pending: str | None = None
     pending_since: int = 0
     event_ids: set[str] = field(default_factory=set)
     branches: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-class MemoryStore(StateStore):
+class MemoryStore(MemoryTimers, StateStore):
     """A dict-backed :class:`StateStore` with the same semantics as the Redis one."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or Clock()
         self._lock = threading.RLock()
         self._signal = threading.Condition(self._lock)
+        self._ended = threading.Condition(self._lock)  # a run ended (wait_for_run)
         self._events: dict[str, tuple[str, int]] = {}  # id -> (envelope, expires at)
         self._routed: dict[str, tuple[list[str], int]] = {}
+        self._skips: dict[str, list[Skip]] = {}  # expire with _routed
         self._runs: dict[str, _Run] = {}
         self._timers: dict[str, int] = {}
         self._functions: set[str] = set()
         self._procs: dict[str, int] = {}  # live process -> until
         self._holding: dict[str, list[str]] = {}  # live process -> timers of its runs
         self._tasks: dict[str, int] = {}  # run_task task seen starting -> until
-        self._holders: dict[str, dict[str, int]] = {}  # concurrency gate -> run -> until
-        self._windows: dict[str, list[int]] = {}  # rate-limit gate -> admission times
-        self._tats: dict[str, float] = {}  # throttle gate -> theoretical arrival time
+        self._gates = GateBook()
         self._singletons: dict[str, tuple[str, int]] = {}  # gate -> (run, claimed at)
         self._pending: dict[str, str] = {}  # debounce/batch gate -> run collecting events
         # event name -> bucket ("" or "path=value") -> member -> waiter
@@ -101,17 +107,27 @@ class MemoryStore(StateStore):
         with self._lock:
             return self._live_event(event_id)
 
-    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int) -> None:
+    def complete_routing(self, event_id: str, run_ids: list[str], *, ttl_ms: int,
+                         skipped: tuple[Skip, ...] = ()) -> None:
         with self._lock:
             merged = list(self._routed_now(event_id) or [])
             merged.extend(r for r in run_ids if r not in merged)
             self._routed[event_id] = (merged, self._now() + ttl_ms)
+            skips = self._skips.setdefault(event_id, [])
+            known = {s.function_id for s in skips}
+            skips.extend(s for s in skipped if s.function_id not in known)
             self._timers.pop(f"e|{event_id}", None)
+
+    def skipped_starts(self, event_id: str) -> list[Skip]:
+        with self._lock:
+            routed = self._routed_now(event_id) is not None
+            return list(self._skips.get(event_id, [])) if routed else []
 
     def _routed_now(self, event_id: str) -> list[str] | None:
         item = self._routed.get(event_id)
         if item is not None and item[1] <= self._now():
             del self._routed[event_id]
+            self._skips.pop(event_id, None)
             return None
         return item[0] if item else None
 
@@ -146,8 +162,11 @@ class MemoryStore(StateStore):
                 parent=copy.deepcopy(run.parent),
                 events=copy.deepcopy(run.events),
                 deadlines=dict(run.deadlines),
+                trace=run.trace,
             )
             entry = self._runs[run.id] = _Run(record, concurrency=run.concurrency,
+                                              throttle=run.throttle,
+                                              priority_ms=run.priority_ms,
                                               pending=run.pending,
                                               pending_since=run.created_at)
             if run.pending is not None:
@@ -203,17 +222,14 @@ class MemoryStore(StateStore):
                     due = now + min(until - self._now(), BUSY_RECHECK_MS) + BUSY_MARGIN_MS
                     self._timers[member] = min(self._timers.get(member, due), due)
                     return "busy", None
+            if entry.concurrency or entry.throttle is not None:
+                wait = self._take_places(entry, now, lease_ms)
+                if wait is not None:
+                    self._schedule(self._run_member(entry), now + wait)
+                    return "limited", None
+            if entry.holder is not None:
                 record.crashes += 1  # its process died holding it
                 entry.holder = None
-            if entry.concurrency is not None:
-                gate, limit = entry.concurrency
-                holders = self._holders.setdefault(gate, {})
-                for held in [r for r, until in holders.items() if until <= now]:
-                    del holders[held]
-                if run_id not in holders and len(holders) >= limit:
-                    self._schedule(self._run_member(entry), now + CONCURRENCY_RETRY_MS)
-                    return "limited", None
-                holders[run_id] = now + lease_ms
             if entry.pending is not None and self._pending.get(entry.pending) == run_id:
                 del self._pending[entry.pending]  # later events open a new debounce/batch
             entry.holder, entry.wake = holder, False
@@ -221,15 +237,15 @@ class MemoryStore(StateStore):
             self._schedule(self._run_member(entry), now + lease_ms)
             return "ok", _measured(copy.deepcopy(record))
 
-    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int) -> bool:
+    def renew(self, run_id: str, holder: str, *, now: int, lease_ms: int,
+              running: tuple[str, int] | None = None) -> bool:
         with self._lock:
             entry = self._held(run_id, holder)
             if entry is None or entry.record.status != "running":
                 return False
-            if entry.concurrency is not None:
-                holders = self._holders.get(entry.concurrency[0], {})
-                if run_id in holders:
-                    holders[run_id] = now + lease_ms
+            entry.record.running_step = running
+            for gate in entry.concurrency:
+                self._gates.renew(gate, self._run_member(entry), now + lease_ms)
             self._schedule(self._run_member(entry), now + lease_ms)
             return True
 
@@ -279,6 +295,7 @@ class MemoryStore(StateStore):
                 return "exists", copy.deepcopy(current)
             entry.record.steps[step_key] = copy.deepcopy(state)
             entry.record.crashes = 0
+            entry.record.running_step = None
             return "ok", None
 
     def suspend(self, run_id: str, holder: str, suspension: Suspension) -> bool | None:
@@ -293,6 +310,7 @@ class MemoryStore(StateStore):
             if suspension.attempt is not None:
                 entry.record.attempt = suspension.attempt
             entry.record.crashes = 0
+            entry.record.running_step = None
             for waiter in suspension.waiters:
                 self._add_waiter(entry, waiter)
             if entry.wake:
@@ -300,7 +318,7 @@ class MemoryStore(StateStore):
                 return True
             entry.record.status = suspension.status
             entry.holder = None
-            self._free(entry)
+            self._free(entry, None)
             member = self._run_member(entry)
             if suspension.wake_at is None:
                 self._timers.pop(member, None)
@@ -319,6 +337,12 @@ class MemoryStore(StateStore):
             self._end(entry, outcome, retention_ms)
             return True
 
+    def wait_ended(self, run_id: str, timeout: float) -> None:
+        with self._ended:
+            entry = self._entry(run_id)
+            if entry is not None and entry.record.status not in ENDED:
+                self._ended.wait(timeout)
+
     def notified(self, run_id: str) -> None:
         with self._lock:
             entry = self._entry(run_id)
@@ -331,7 +355,8 @@ class MemoryStore(StateStore):
             entry = self._held(run_id, holder)
             if entry is not None:
                 entry.holder = None
-                self._free(entry)
+                entry.record.running_step = None
+                self._free(entry, None)
 
     def cancel(self, run_id: str, *, now: int, reason: str, retention_ms: int) -> str | None:
         with self._lock:
@@ -395,20 +420,27 @@ class MemoryStore(StateStore):
             return self._tasks.get(task_id, 0) > self._now()
 
     # -- flow control -------------------------------------------------------------------
-    def admit(self, gate: str, *, mode: Literal["rate", "throttle"], limit: int,
-              period_ms: int, burst: int, now: int) -> int:
+    def admit_rate(self, gate: str, *, limit: int, period_ms: int, now: int) -> bool:
         with self._lock:
-            if mode == "rate":
-                window = [t for t in self._windows.get(gate, []) if t > now - period_ms]
-                if len(window) >= limit:
-                    self._windows[gate] = window
-                    return -1
-                self._windows[gate] = [*window, now]
-                return 0
-            interval = period_ms / limit
-            tat = max(self._tats.get(gate, now), now) + interval
-            self._tats[gate] = tat
-            return max(0, math.ceil(tat - burst * interval - now))
+            return self._gates.admit_rate(gate, limit=limit, period_ms=period_ms, now=now)
+
+    def join_throttle(self, gate: ThrottleGate, *, function_id: str, run_id: str, score: int,
+                      now: int) -> int:
+        with self._lock:
+            return self._gates.throttle("join", gate, f"r|{function_id}|{run_id}", base=score,
+                                        now=now)
+
+    def _take_places(self, entry: _Run, now: int, lease_ms: int) -> int | None:
+        """Take the run's places in its gates: None, or ms to wait when refused (queued)."""
+        wait, woken = self._gates.pass_run(
+            entry.concurrency, entry.throttle, self._run_member(entry), now=now,
+            lease_ms=lease_ms, created_at=entry.record.created_at,
+            priority_ms=entry.priority_ms, started=entry.started)
+        for member in woken:
+            self._schedule(member, 0)
+        if wait is None:
+            entry.started, entry.throttle = True, None
+        return wait
 
     def join_pending(self, gate: str, event: dict[str, Any], *, mode: Literal["debounce", "batch"],
                      now: int, max_size: int, period_ms: int,
@@ -456,10 +488,15 @@ class MemoryStore(StateStore):
             self._singletons[gate] = (run_id, now)
             return None
 
-    def _free(self, entry: _Run) -> None:
-        """Give back the run's place in its concurrency gate."""
-        if entry.concurrency is not None:
-            self._holders.get(entry.concurrency[0], {}).pop(entry.record.id, None)
+    def release_singleton(self, gate: str, run_id: str) -> None:
+        with self._lock:
+            if self._singletons.get(gate, ("",))[0] == run_id:
+                del self._singletons[gate]
+
+    def _free(self, entry: _Run, now: int | None) -> None:
+        """Give back the run's places; the runs now owed them are due at once."""
+        for member in self._gates.free_all(entry.concurrency, self._run_member(entry), now):
+            self._schedule(member, 0)
 
     # -- functions ----------------------------------------------------------------------
     def register_functions(self, function_ids: list[str]) -> None:
@@ -503,52 +540,15 @@ class MemoryStore(StateStore):
         if bucket in buckets and not buckets[bucket]:
             del buckets[bucket]
 
-    # -- timers -------------------------------------------------------------------------
-    def schedule(self, member: str, due: int) -> None:
+    # -- housekeeping -------------------------------------------------------------------
+    def sweep(self, *, now: int, older_than_ms: int, limit: int) -> int:
         with self._lock:
-            self._schedule(member, due)
-
-    def unschedule(self, member: str) -> None:
-        with self._lock:
-            self._timers.pop(member, None)
-
-    def claim_due(self, *, now: int, limit: int, redo_ms: int) -> list[tuple[str, int]]:
-        with self._lock:
-            due = sorted((score, m) for m, score in self._timers.items() if score <= now)[:limit]
-            for _, member in due:
-                self._timers[member] = now + redo_ms
-            return [(member, now + redo_ms) for _, member in due]
-
-    def ack_timers(self, claimed: list[tuple[str, int]]) -> None:
-        with self._lock:
-            for member, score in claimed:
-                if self._timers.get(member) == score:
-                    del self._timers[member]
-
-    def next_due(self) -> int | None:
-        with self._lock:
-            return min(self._timers.values(), default=None)
-
-    def wait_for_signal(self, timeout: float) -> None:
-        with self._signal:
-            self._signal.wait(timeout)
-
-    def signal(self) -> None:
-        with self._signal:
-            self._signal.notify_all()
-
-    def timer_members(self) -> dict[str, int]:
-        """A copy of every pending timer (for tests and the testing helpers)."""
-        with self._lock:
-            return dict(self._timers)
+            before = len(self._runs)
+            for run_id in list(self._runs):
+                self._entry(run_id)  # drops it when it expired
+            return before - len(self._runs)
 
     # -- helpers ------------------------------------------------------------------------
-    def _schedule(self, member: str, due: int) -> None:
-        earliest = min(self._timers.values(), default=None)
-        self._timers[member] = due
-        if earliest is None or due < earliest:
-            self._signal.notify_all()
-
     def _held(self, run_id: str, holder: str) -> _Run | None:
         entry = self._entry(run_id)
         if entry is None or entry.holder != holder:
@@ -561,17 +561,21 @@ class MemoryStore(StateStore):
         record.ended_at = outcome.ended_at
         record.error = outcome.error
         record.crashes = 0
+        record.running_step = None
         record.notify = True
         if outcome.output_json is not None:
             record.output = json.loads(outcome.output_json)
         entry.holder = None
         entry.wake = False
-        self._free(entry)
+        self._free(entry, outcome.ended_at)
+        if entry.throttle is not None:  # cancelled before it started
+            self._gates.leave_queue(entry.throttle.key, self._run_member(entry))
         for waiter in list(entry.waiters):
             self._drop_waiter(entry, waiter)
         # the outbox: until the runtime confirms the notifications, this timer retries them
         self._schedule(self._run_member(entry), outcome.ended_at + NOTIFY_SAFETY_MS)
         entry.expires_at = self._now() + retention_ms
+        self._ended.notify_all()
 
     @staticmethod
     def _run_member(entry: _Run) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from celery_steps.clock import ms_to_datetime
 from celery_steps.runs import Run, StepRecord
-from celery_steps.store.base import RunRecord
+from celery_steps.store.base import FINAL, RunRecord
 
 
 def to_run(record: RunRecord) -> Run:
+    """The public model of a stored run, with the step its holder executes now (if any)."""
     steps = [
         StepRecord(
             id=key,
@@ -26,6 +27,8 @@ def to_run(record: RunRecord) -> Run:
         )
         for key, state in record.ordered_steps()
     ]
+    if record.status == "running" and record.running_step is not None:
+        _add_running(record, steps, *record.running_step)
     created = ms_to_datetime(record.created_at)
     assert created is not None
     return Run(
@@ -40,3 +43,18 @@ def to_run(record: RunRecord) -> Run:
         ended_at=ms_to_datetime(record.ended_at),
         parent_run_id=(record.parent or {}).get("run_id"),
     )
+
+
+def _add_running(record: RunRecord, steps: list[StepRecord], key: str, since: int) -> None:
+    """Mark the step executing now (from the holder's last heartbeat) as ``running``; a
+    step already final was checkpointed since that beat."""
+    state = record.steps.get(key)
+    if state is not None and state.get("status") in FINAL:
+        return
+    for index, step in enumerate(steps):
+        if step.id == key:  # a retry: the earlier attempts' record, one more attempt
+            steps[index] = step.model_copy(update={
+                "status": "running", "attempts": step.attempts + 1, "wake_at": None})
+            return
+    steps.append(StepRecord(id=key, op="run", status="running", attempts=1,
+                            started_at=ms_to_datetime(since)))

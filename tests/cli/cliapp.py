@@ -10,7 +10,14 @@ import os
 
 from celery import Celery
 
-from celery_steps import CelerySteps, Context, NonRetriableError, TriggerCron, TriggerEvent
+from celery_steps import (
+    CelerySteps,
+    Context,
+    NonRetriableError,
+    RateLimit,
+    TriggerCron,
+    TriggerEvent,
+)
 
 app = Celery("cliapp", broker="memory://")
 app.conf.update(
@@ -50,3 +57,9 @@ def _explode() -> None:
 @steps.function(id="boom", trigger="cli/boom", retries=0)
 def boom(ctx: Context) -> None:
     ctx.step.run("explode", _explode)
+
+
+@steps.function(id="once-an-hour", trigger="cli/limited",
+                rate_limit=RateLimit(1, "1h", key="event.data.user"))
+def once_an_hour(ctx: Context) -> str:
+    return "started"

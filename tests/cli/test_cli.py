@@ -194,6 +194,36 @@ def test_failed_step_shows_its_error(cli: Cli) -> None:
     assert run["id"] in [r["id"] for r in failed]
 
 
+def test_show_event_says_which_runs_an_event_started_and_why_others_did_not(cli: Cli) -> None:
+    # given a function rate limited to one run an hour per user, and two events of one user
+    user = new_id("user")
+    first, second = new_id("evt"), new_id("evt")
+    cli.ok("send", "cli/limited", json.dumps({"user": user}), "--id", first)
+    cli.ok("send", "cli/limited", json.dumps({"user": user}), "--id", second)
+
+    # when showing each event
+    started = cli.ok("show-event", first)
+    skipped = cli.ok("show-event", second)
+
+    # then the first lists its run, the second says the rate limit kept it from starting one
+    run_id = cli.run_for(first, "once-an-hour")["id"]
+    assert f"event     {first}" in started and "routed    yes" in started
+    assert re.search(rf"^{run_id}\s+once-an-hour\s+completed$", started, re.M)
+    assert "started no run" not in started
+    assert "no run started" in skipped
+    assert re.search(r"^FUNCTION\s+REASON\s+RUN$", skipped, re.M)
+    assert re.search(r"^once-an-hour\s+rate_limited\s+-$", skipped, re.M)
+    data = cli.json("show-event", second, "--json")
+    assert data["event"]["id"] == second and data["routed"] is True
+    assert data["run_ids"] == []
+    assert data["skipped"] == [
+        {"function_id": "once-an-hour", "reason": "rate_limited", "run_id": None}]
+
+
+def test_show_event_of_an_unknown_event_is_a_one_line_error(cli: Cli) -> None:
+    assert_one_line_error(cli("show-event", "evt-never-sent"), 1, "evt-never-sent")
+
+
 def test_cancel_a_sleeping_run(cli: Cli) -> None:
     event_id = new_id("evt")
     cli.ok("send", "cli/nap", "--id", event_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.testclient import TestClient
 
 from celery_steps import CelerySteps
 from celery_steps.clock import FakeClock
+from celery_steps.dashboard import queries
 from tests.dashboard.conftest import start
 
 
@@ -125,6 +127,30 @@ def test_api_bulk_replay_replays_every_selected_run(client: TestClient,
     assert len(body["run_ids"]) == 3
     assert {steps.get_run(r).function_id for r in body["run_ids"]} == {"explode"}
     assert not set(body["run_ids"]) & set(failed)
+
+
+def test_api_bulk_cancel_stops_at_the_cap_and_says_it_was_truncated(
+    client: TestClient, steps: CelerySteps, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given three sleeping shipments among failed runs, and bulk actions of at most two runs
+    monkeypatch.setattr(queries, "BULK_LIMIT", 2)
+    sleeping = []
+    for n in range(3):
+        sleeping.append(start(steps, "shop/order.ship", {"order": n}, finish=False))
+        clock.advance(1)
+        start(steps, "shop/explode", {"n": n})
+        clock.advance(1)
+
+    # when every sleeping run is cancelled, twice
+    first = client.post("/api/bulk/cancel", json={"status": "sleeping"}).json()
+    second = client.post("/api/bulk/cancel", json={"status": "sleeping"}).json()
+
+    # then the first call cancels the newest two and says more matched; the second the rest
+    assert first["matched"] == 2 and first["truncated"] is True
+    assert first["run_ids"] == sleeping[::-1][:2]
+    assert second["matched"] == 1 and second["truncated"] is False
+    assert second["run_ids"] == sleeping[:1]
+    assert {steps.get_run(r).status for r in sleeping} == {"cancelled"}
 
 
 def test_api_bulk_refuses_a_body_that_is_not_a_filter_object(client: TestClient) -> None:

@@ -8,12 +8,13 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from celery_steps import CelerySteps
+from celery_steps import CelerySteps, Context, Debounce
 from celery_steps.clock import FakeClock
+from celery_steps.dashboard import queries
 from celery_steps.dashboard.formatting import format_time
 from celery_steps.runs import SkippedStart
 from celery_steps.testing import fire_timers
-from tests.dashboard.conftest import start
+from tests.dashboard.conftest import form_token, start
 
 BAR = re.compile(r'<rect class="bar bar-(\w+)[^"]*" x="([\d.]+)" y="1" width="([\d.]+)"')
 
@@ -81,6 +82,81 @@ def test_the_runs_page_pages_with_a_cursor_newest_first(client: TestClient,
 
     # then every run shows once, in order, and the last page has no "Older" link
     assert seen == newest_first
+
+
+def test_the_runs_page_filtered_by_status_pages_full_pages_of_that_status(
+    client: TestClient, steps: CelerySteps, clock: FakeClock
+) -> None:
+    # given three sleeping shipments, each followed by four failed runs
+    sleeping = []
+    for n in range(3):
+        sleeping.append(start(steps, "shop/order.ship", {"order": n}, finish=False))
+        clock.advance(1)
+        for m in range(4):
+            start(steps, "shop/explode", {"n": n * 4 + m})
+            clock.advance(1)
+
+    # when the sleeping runs are paged two at a time through the "Older" links
+    first = client.get("/runs", params={"status": "sleeping", "limit": 2}).text
+    older = re.search(r'rel="next" href="([^"]+)"', first)
+    assert older is not None
+    last = client.get(html.unescape(older.group(1))).text
+
+    # then the first page is full, the second holds the oldest and has no "Older" link
+    assert re.findall(r'href="/runs/(run_\w+)"', first) == sleeping[::-1][:2]
+    assert re.findall(r'href="/runs/(run_\w+)"', last) == sleeping[:1]
+    assert 'rel="next"' not in last
+    assert "looked through" not in first + last
+
+
+def test_an_empty_older_page_says_no_older_runs_match(client: TestClient,
+                                                      steps: CelerySteps) -> None:
+    run_id = start(steps, "shop/explode")
+    first = client.get("/runs", params={"status": "sleeping"}).text
+    past = client.get("/runs", params={"status": "failed", "before": run_id}).text
+    assert "No runs match." in first
+    assert "No older runs match." in past and 'rel="next"' not in past
+
+
+def test_the_bulk_page_says_when_more_runs_match_than_one_action_handles(
+    client: TestClient, steps: CelerySteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given three failed runs and bulk actions of at most two runs
+    monkeypatch.setattr(queries, "BULK_LIMIT", 2)
+    for n in range(3):
+        start(steps, "shop/explode", {"n": n})
+
+    # when the replay confirmation page is read, for all three and for two of them
+    over = client.get("/bulk/replay", params={"status": "failed"}).text
+    monkeypatch.setattr(queries, "BULK_LIMIT", 3)
+    exact = client.get("/bulk/replay", params={"status": "failed"}).text
+
+    # then the first offers two, says more match and that running it again would not reach
+    # them; the second offers all three
+    assert "Replay 2+ runs?" in over
+    assert "More runs match than one action handles (at most 2 runs)" in over
+    assert "selects the newest matching runs again" in over
+    assert "Replay 3 runs?" in exact and "More runs match" not in exact
+
+
+def test_a_truncated_bulk_cancel_by_status_says_running_it_again_does_the_rest(
+    client: TestClient, steps: CelerySteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given three sleeping shipments and bulk actions of at most two runs
+    monkeypatch.setattr(queries, "BULK_LIMIT", 2)
+    sleeping = [start(steps, "shop/order.ship", {"order": n}, finish=False) for n in range(3)]
+
+    # when the cancel of the sleeping runs is confirmed and posted
+    confirm = client.get("/bulk/cancel", params={"status": "sleeping"}).text
+    token = form_token(client, "/bulk/cancel?status=sleeping")
+    done = client.post("/bulk/cancel", data={"csrf_token": token, "status": "sleeping"}).text
+
+    # then both pages say that running it again reaches the rest, and two runs were cancelled
+    assert "Cancel 2+ runs?" in confirm
+    assert "Run it again for the rest" in confirm and "Run it again for the rest" in done
+    assert "Cancelled 2 of 2 runs" in done
+    assert sorted(steps.get_run(r).status for r in sleeping) == [
+        "cancelled", "cancelled", "sleeping"]
 
 
 def test_a_bad_filter_is_a_400_with_the_reason(client: TestClient) -> None:
@@ -195,6 +271,29 @@ def test_the_event_page_shows_payload_runs_and_skipped_functions(
     assert "&#34;order&#34;: 3" in page
     assert f'href="/runs/{run_id}"' in page
     assert "rate limited" in page and ">ship<" in page
+
+
+def test_the_event_page_says_why_matched_functions_started_no_run(
+    client: TestClient, steps: CelerySteps
+) -> None:
+    # given a debounced function: a second event within the period joins the first one's run
+    @steps.function(id="reindex", trigger="shop/catalog.changed", debounce=Debounce("1m"))
+    def reindex(ctx: Context) -> None:
+        return None
+
+    [first] = steps.send("shop/catalog.changed", {"sku": 1}, id="evt-first")
+    [second] = steps.send("shop/catalog.changed", {"sku": 2}, id="evt-second")
+    [run] = steps.runs_for_event(first)
+
+    # when showing the second event
+    page = client.get(f"/events/{second}").text
+
+    # then it names the function, the reason, and links the run the event went into
+    skipped = page.split("Matched functions that started no run", 1)[1]
+    assert ">reindex<" in skipped and "debounced" in skipped
+    assert f'href="/runs/{run.id}"' in skipped
+    assert "None recorded." not in skipped
+    assert "None recorded." in client.get(f"/events/{first}").text
 
 
 def test_the_run_page_links_its_events(client: TestClient, steps: CelerySteps) -> None:

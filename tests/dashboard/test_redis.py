@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -76,3 +77,39 @@ def test_cancel_and_replay_by_api_and_by_form_on_redis(redis_client: TestClient,
     assert "status-cancelled" in form.text
     assert {redis_steps.get_run(r).status for r in (by_api, by_form)} == {"cancelled"}
     assert redis_steps.get_run(replay.json()["run_id"]).status == "sleeping"
+
+
+def test_a_status_page_on_redis_loads_only_runs_of_that_status(
+    redis_client: TestClient, redis_steps: CelerySteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given two sleeping shipments, then 60 failed runs newer than both
+    clock = redis_steps.clock
+    assert isinstance(clock, FakeClock)
+    sleeping = []
+    for n in range(2):
+        sleeping.append(start(redis_steps, "shop/order.ship", {"order": n}, finish=False))
+        clock.advance(0.01)
+    redis_steps.send([{"name": "shop/explode", "data": {"n": n}} for n in range(60)])
+    store = redis_steps.runtime.store
+    loaded: list[str] = []
+    load_many = store._load_many  # type: ignore[attr-defined]
+
+    def counting(run_ids: list[str]) -> Any:
+        loaded.extend(run_ids)
+        return load_many(run_ids)
+
+    monkeypatch.setattr(store, "_load_many", counting)
+
+    # when the sleeping runs are paged one at a time
+    first = redis_client.get("/api/runs", params={"status": "sleeping", "limit": 1}).json()
+    loaded_first = list(loaded)
+    second = redis_client.get("/api/runs", params={"status": "sleeping", "limit": 1,
+                                                   "before": first["next_before"]}).json()
+
+    # then each page holds one of them, newest first, and only sleeping runs were loaded
+    assert [r["id"] for r in first["runs"]] == sleeping[1:]
+    assert first["next_before"] == sleeping[1]
+    assert [r["id"] for r in second["runs"]] == sleeping[:1]
+    assert second["next_before"] is None
+    assert sorted(loaded_first) == sorted(sleeping)
+    assert set(loaded) == set(sleeping)

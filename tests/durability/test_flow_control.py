@@ -79,3 +79,70 @@ def test_cancelling_a_running_run_frees_its_concurrency_slot_for_the_next_run(
                timeout=5, message="the second run to start (the slot is still taken)")
     assert app.steps.wait_for_run(second.id, timeout=10).status == "completed"
     assert app.steps.get_run(first.id).status == "cancelled"
+
+
+def most_at_once(entries: list[dict], same: str | None = None) -> int:
+    """The most runs between their start and end at one moment (per value of ``same``)."""
+    groups: dict[object, list[tuple[float, int]]] = {}
+    for entry in entries:
+        moment = (entry["t"], -1 if entry["phase"] == "end" else 1)  # ends first on a tie
+        groups.setdefault(entry.get(same) if same else None, []).append(moment)
+    peak = 0
+    for moments in groups.values():
+        running = 0
+        for _, change in sorted(moments):
+            running += change
+            peak = max(peak, running)
+    return peak
+
+
+def ended(cluster: Cluster, log: str, count: int) -> list[dict]:
+    wait_until(lambda: sum(e["phase"] == "end" for e in cluster.app.records(log)) >= count,
+               timeout=60, message=f"{count} runs to end ({log})")
+    return list(cluster.app.records(log))
+
+
+@pytest.mark.slow
+def test_two_concurrency_limits_hold_together_across_two_worker_processes(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # given two worker processes of four threads each, and a function limited to three runs
+    # at once and one per user
+    cluster = cluster_factory()
+    for name in ("w1", "w2"):
+        cluster.start_worker(name, pool="threads", concurrency=4)
+    for name in ("w1", "w2"):
+        cluster.wait_ready(name)
+
+    # when nine runs for three users are sent at once
+    users = ["ann", "bob", "cyd", "ann", "bob", "cyd", "ann", "bob", "cyd"]
+    cluster.app.steps.send([{"name": "dur/per-user", "data": {"user": u, "seconds": 0.4}}
+                            for u in users])
+    entries = ended(cluster, "per-user", len(users))
+
+    # then never more than one run of a user, nor more than three in all, held a place
+    assert most_at_once(entries, same="user") == 1
+    assert most_at_once(entries) == 3
+    assert len({e["pid"] for e in entries}) == 2  # both worker processes ran some
+
+
+@pytest.mark.slow
+def test_an_env_scoped_limit_is_shared_by_the_functions_that_name_it(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # given two functions sharing a limit of two ("partner-api"), and two worker processes
+    # with eight threads between them
+    cluster = cluster_factory()
+    for name in ("w1", "w2"):
+        cluster.start_worker(name, pool="threads", concurrency=4)
+    for name in ("w1", "w2"):
+        cluster.wait_ready(name)
+
+    # when five events each start a run of both functions
+    cluster.app.steps.send([{"name": "dur/shared", "data": {"seconds": 0.3}}] * 5)
+    entries = ended(cluster, "shared", 10)
+
+    # then at most two of the ten runs, whichever function, ran at once
+    assert most_at_once(entries) == 2
+    finished = cluster.app.steps.list_runs(status="completed")
+    assert {r.function_id for r in finished} >= {"shared-a", "shared-b"}

@@ -201,3 +201,36 @@ def gil_hog(ctx: Context) -> bool:
         return re.fullmatch(BACKTRACKING, "a" * n) is None
 
     return bool(ctx.step.run("backtrack", backtrack))
+
+
+# -- flow control across processes (tests/durability/test_flow_control.py) -------------------
+def _timed(log: str, ctx: Context) -> str:
+    """A step that records its start and end (with the run's key) and works for a while."""
+
+    def work() -> str:
+        record(log, run_id=ctx.run_id, user=ctx.event.data.get("user"), phase="start")
+        time.sleep(float(ctx.event.data.get("seconds", 0.4)))
+        record(log, run_id=ctx.run_id, user=ctx.event.data.get("user"), phase="end")
+        return ctx.run_id
+
+    return str(ctx.step.run("work", work))
+
+
+@steps.function(id="per-user", trigger="dur/per-user", retries=0,
+                concurrency=[Concurrency(limit=3), Concurrency(limit=1, key="event.data.user")])
+def per_user(ctx: Context) -> str:
+    """At most three runs at once, and one per user."""
+    return _timed("per-user", ctx)
+
+
+@steps.function(id="shared-a", trigger="dur/shared", retries=0,
+                concurrency=Concurrency(limit=2, key='"partner-api"', scope="env"))
+def shared_a(ctx: Context) -> str:
+    """Shares a limit of two with shared-b: both call the same partner API."""
+    return _timed("shared", ctx)
+
+
+@steps.function(id="shared-b", trigger="dur/shared", retries=0,
+                concurrency=Concurrency(limit=2, key='"partner-api"', scope="env"))
+def shared_b(ctx: Context) -> str:
+    return _timed("shared", ctx)

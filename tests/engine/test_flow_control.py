@@ -96,7 +96,7 @@ def test_a_singleton_in_cancel_mode_replaces_the_active_run(steps: CelerySteps) 
 @pytest.mark.parametrize(
     ("kwargs", "problem"),
     [
-        ({"concurrency": Concurrency(0)}, "positive integer limit"),
+        ({"concurrency": Concurrency(0)}, "concurrency.limit must be a positive integer"),
         ({"rate_limit": RateLimit(1, "soon")}, "period"),
         ({"throttle": Throttle(2, "1m", key="event.(")}, "key"),
         ({"singleton": Singleton(mode="queue")}, "mode"),  # type: ignore[arg-type]

@@ -32,7 +32,8 @@ def test_a_step_that_always_raises_is_attempted_retries_plus_one_times(
 
     assert attempts == [0, 1, 2]
     assert run.status == "failed"
-    assert run.error == {"name": "ValueError", "message": "upstream down"}
+    assert run.error is not None
+    assert (run.error["name"], run.error["message"]) == ("ValueError", "upstream down")
     assert run.steps[0].status == "failed" and run.steps[0].attempts == 3
 
 
@@ -122,7 +123,9 @@ def test_handler_code_outside_steps_is_retried_then_fails_for_good(steps: Celery
 
     assert attempts == [0, 1, 2]
     assert run.status == "failed"
-    assert run.error == {"name": "ConnectionError", "message": "db unavailable"}
+    assert run.error is not None
+    assert (run.error["name"], run.error["message"]) == ("ConnectionError", "db unavailable")
+    assert 'raise ConnectionError("db unavailable")' in run.error["traceback"]
 
 
 def test_on_failure_runs_as_its_own_run_with_the_failed_event(steps: CelerySteps) -> None:
@@ -145,6 +148,8 @@ def test_on_failure_runs_as_its_own_run_with_the_failed_event(steps: CelerySteps
     assert seen[0]["name"] == "celery_steps/function.failed"
     assert seen[0]["function_id"] == "fragile"
     assert seen[0]["run_id"] == run.id
-    assert seen[0]["error"] == {"name": "ZeroDivisionError", "message": "division by zero"}
+    error = seen[0]["error"]
+    assert (error["name"], error["message"]) == ("ZeroDivisionError", "division by zero")
+    assert "1 / 0" in error["traceback"]
     assert seen[0]["event"]["data"] == {"order": 7}
     assert [r.status for r in failure_runs] == ["completed"]

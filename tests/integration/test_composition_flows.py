@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from celery_steps import CelerySteps, Context, StepError
-from tests.conftest import RedisServer
+from tests.conftest import Deployment, RedisServer
 from tests.integration.apps import redis_app, running_worker
 
 ACTIVE = {"now": 0, "peak": 0}
@@ -29,8 +29,9 @@ def overlapping(label: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def steps(redis_server: RedisServer) -> Iterator[CelerySteps]:
-    app, ext = redis_app(redis_server.url())
+def steps(redis_server: RedisServer, deployment: Deployment) -> Iterator[CelerySteps]:
+    app, ext = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
 
     @app.task(name="tests.legacy_add", shared=False)
     def legacy_add(x: int, y: int) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from celery_steps import Context
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import Deployment, RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
 
@@ -25,10 +25,11 @@ def counter(server: RedisServer, ns: str) -> Any:
 
 
 def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
-    redis_server: RedisServer,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
     # given a broker that would redeliver any unacked message after one second
-    app, steps = redis_app(redis_server.url(),
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store,
                            broker_transport_options={"visibility_timeout": 1})
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
@@ -54,16 +55,17 @@ def test_a_sleep_longer_than_the_visibility_timeout_wakes_exactly_once(
 
 
 def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
-    redis_server: RedisServer,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url())
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
     ns = steps.settings.namespace
     bump, read = counter(redis_server, ns)
 
     @steps.function(id="sleeper", trigger="t/sleeper")
     def sleeper(ctx: Context) -> int:
         ctx.step.run("before", lambda: bump("sleeper-before"))
-        ctx.step.sleep("nap", "1s")
+        ctx.step.sleep("nap", "3s")
         return int(ctx.step.run("after", lambda: bump("sleeper-after")))
 
     @steps.function(id="waiter", trigger="t/waiter")
@@ -79,10 +81,11 @@ def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
         sleeping = steps.runs_for_event(steps.send("t/sleeper")[0])[0].id
         waiting = steps.runs_for_event(steps.send("t/waiter", data={"ticket": 4})[0])[0].id
         wait_until(lambda: steps.get_run(sleeping).status == "sleeping", message="sleeping")
+        slept_at = time.monotonic()
         wait_until(lambda: steps.get_run(waiting).status == "waiting", message="waiting")
 
     # when every worker is down past the wake time and the awaited event arrives meanwhile
-    time.sleep(1.5)
+    time.sleep(max(0.0, slept_at + 3.5 - time.monotonic()))
     steps.send("t/reply", data={"ticket": 4, "text": "thanks"})
     assert steps.get_run(sleeping).status == "sleeping"
 
@@ -98,9 +101,10 @@ def test_runs_sleeping_and_waiting_survive_every_worker_stopping(
 
 
 def test_one_event_resumes_its_waiter_among_many_in_constant_lookups(
-    redis_server: RedisServer,
+    redis_server: RedisServer, deployment: Deployment,
 ) -> None:
-    app, steps = redis_app(redis_server.url())
+    app, steps = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store)
 
     @steps.function(id="many", trigger="t/many")
     def many(ctx: Context) -> Any:

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from celery_steps import CelerySteps, Context, Event, StepError
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import Deployment, RedisServer, wait_until
 from tests.integration.apps import redis_app, running_worker
 
 CALLS: dict[str, int] = {}
@@ -73,9 +73,11 @@ def declare(steps: CelerySteps, admin: redis.Redis) -> None:
 
 
 @pytest.fixture(scope="module")
-def steps(redis_server: RedisServer) -> Iterator[CelerySteps]:
+def steps(redis_server: RedisServer, deployment: Deployment) -> Iterator[CelerySteps]:
+    CALLS.clear()  # the module runs once per broker
     admin = redis.Redis.from_url(redis_server.url())
-    app, ext = redis_app(redis_server.url(), steps_lease_ttl=2.0)
+    app, ext = redis_app(redis_server.url(), deployment.broker,
+        steps_store_url=deployment.store, steps_lease_ttl=2.0)
     declare(ext, admin)
     with running_worker(app):
         yield ext

@@ -134,12 +134,21 @@ def assert_not_scheduled(store: StateStore, member: str) -> None:
     assert member not in claimed(store, FAR_FUTURE), f"{member} is still scheduled"
 
 
-def blocked_waiters(store: StateStore) -> int:
-    """How many threads are blocked in ``wait_for_signal`` right now."""
+def blocked_waiters(store: StateStore, *, on: str = "signal") -> int:
+    """How many threads are blocked right now in ``wait_for_signal`` (``on="signal"``) or
+    in ``wait_ended`` (``on="ended"``)."""
     if isinstance(store, MemoryStore):
-        return len(store._signal._waiters)  # type: ignore[attr-defined]
+        condition = store._signal if on == "signal" else store._ended
+        return len(condition._waiters)  # type: ignore[attr-defined]
     assert isinstance(store, RedisStore)
-    return sum(1 for c in store.r.client_list() if c.get("cmd") == "blpop")
+    nodes = {"target_nodes": "all"} if store.cluster else {}
+    if on == "signal":  # subscribed: a signal sent from now on reaches it
+        counts = store.r.pubsub_numsub(store.keys.signal, **nodes)
+        return sum(int(n) for _, n in (counts.values() if isinstance(counts, dict) else counts))
+    clients = store.r.client_list(**nodes)
+    if isinstance(clients, dict):
+        clients = [c for per_node in clients.values() for c in per_node]
+    return sum(1 for c in clients if c.get("cmd") == "blmove")
 
 
 class Waiting(threading.Thread):

@@ -6,6 +6,7 @@ Runs on every store (the ``store`` fixture is parametrized over memory and redis
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -13,10 +14,12 @@ from celery_steps.store.base import (
     BUSY_MARGIN_MS,
     BUSY_RECHECK_MS,
     NOTIFY_SAFETY_MS,
+    ConcurrencyGate,
     NewRun,
     Outcome,
     Suspension,
 )
+from tests.conftest import wait_until
 from tests.store._support import (
     FUNCTION,
     LEASE_MS,
@@ -26,6 +29,7 @@ from tests.store._support import (
     acquire_branch,
     assert_due_exactly_at,
     assert_not_scheduled,
+    blocked_waiters,
     claimed,
     create,
     finished,
@@ -145,6 +149,22 @@ def test_list_runs_filters_by_status(store) -> None:
         done]
     assert [r.id for r in store.list_runs(function_id=None, status="running", limit=10)] == [
         running]
+
+
+@pytest.mark.parametrize("others", ["newer runs of another function", "its own other runs"])
+def test_list_runs_finds_a_functions_runs_in_a_status_behind_many_others(store,
+                                                                         others: str) -> None:
+    # given two completed runs of fn/a, behind 120 newer completed runs of fn/b, or behind
+    # 130 newer queued runs of fn/a itself (either index may be the one paged)
+    wanted = [finished(store, function_id="fn/a", created_at=NOW + i) for i in range(2)]
+    for i in range(120 if others.startswith("newer") else 130):
+        if others.startswith("newer"):
+            finished(store, function_id="fn/b", created_at=NOW + 10 + i)
+        else:
+            create(store, function_id="fn/a", created_at=NOW + 10 + i)
+    # when listing fn/a's completed runs, then both are found, newest first
+    found = store.list_runs(function_id="fn/a", status="completed", limit=10)
+    assert [r.id for r in found] == wanted[::-1]
 
 
 def test_list_runs_filters_by_function_and_status_together(store) -> None:
@@ -294,13 +314,13 @@ def test_renew_by_the_holder_extends_the_lease_and_moves_the_watchdog(store) -> 
 
 def test_renew_after_cancel_fails_and_does_not_take_back_the_concurrency_place(store) -> None:
     # given a running run holding the only place of its concurrency gate, then cancelled
-    gate = f"gate-conc-{new_id()}"
-    run_id, token = leased(store, concurrency=(gate, 1))
+    gate = f"gate-conc-{{{new_id()}}}"
+    run_id, token = leased(store, concurrency=(ConcurrencyGate(gate, 1),))
     store.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=RETENTION_MS)
     # when its holder's heartbeat renews it
     assert store.renew(run_id, token, now=NOW + 2, lease_ms=LEASE_MS) is False
     # then another run of the gate can start
-    other = create(store, concurrency=(gate, 1))
+    other = create(store, concurrency=(ConcurrencyGate(gate, 1),))
     assert acquire(store, other, holder(store, "tok-2"), now=NOW + 3, lease_ms=LEASE_MS)[0] == "ok"
 
 
@@ -694,3 +714,33 @@ def test_waiters_registered_before_suspending_are_found_and_fenced(store) -> Non
     stale = holder(store, "stale")
     assert store.begin_wait(run_id, stale, "other", wait_step(), (waiter(run_id, "other"),)) is (
         False)
+
+
+@pytest.mark.parametrize("end", ["finish", "cancel"])
+def test_wait_ended_returns_as_soon_as_the_run_ends(store, end) -> None:
+    import threading
+
+    # given a waiter blocked on a running run
+    run_id, token = leased(store)
+    returned: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        store.wait_ended(run_id, 10.0)
+        returned.append(time.monotonic() - started)
+
+    waiter_thread = threading.Thread(target=wait)
+    waiter_thread.start()
+    wait_until(lambda: blocked_waiters(store, on="ended") == 1, message="the waiter to block")
+    # when the run ends
+    if end == "finish":
+        store.finish(run_id, token, Outcome("completed", NOW + 5, "1"), retention_ms=RETENTION_MS)
+    else:
+        store.cancel(run_id, now=NOW + 5, reason="stop", retention_ms=RETENTION_MS)
+    waiter_thread.join(5)
+    # then the waiter was told at once, not after its timeout
+    assert returned and returned[0] < 2.0
+    # and a later waiter on the ended run returns at once too
+    started = time.monotonic()
+    store.wait_ended(run_id, 10.0)
+    assert time.monotonic() - started < 1.0

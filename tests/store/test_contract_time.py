@@ -6,7 +6,7 @@ shortened by the same amount. So the one suite pins the same TTL semantics on bo
 
 from __future__ import annotations
 
-from celery_steps.store.base import Outcome
+from celery_steps.store.base import Outcome, Skip
 from tests.store._support import (
     LEASE_MS,
     NOW,
@@ -84,3 +84,13 @@ def test_a_process_that_stops_beating_is_dead_after_its_ttl(store, aging_clock):
     aging_clock.advance(2)
     status, record = acquire(store, run_id, holder(store, "c"), now=NOW + 2, lease_ms=LEASE_MS)
     assert status == "ok" and record is not None and record.crashes == 1
+
+
+def test_skipped_starts_are_forgotten_with_the_routed_runs(store, aging_clock):
+    # given an event routed with a skipped start, kept for a day
+    event_id = new_id("evt")
+    store.complete_routing(event_id, [], ttl_ms=DAY, skipped=(Skip("f", "rate_limited"),))
+    # when a day and a second have passed, then both are gone
+    aging_clock.advance(DAY / 1000 + 1)
+    assert store.routed_runs(event_id) is None
+    assert store.skipped_starts(event_id) == []

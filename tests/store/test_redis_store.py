@@ -70,13 +70,14 @@ def test_every_key_of_a_run_shares_its_hash_tag_and_the_namespace(rstore) -> Non
     token = "tok-1@p"
     acquire(rstore, run_id, token, now=NOW, lease_ms=LEASE_MS)
     rstore.save_step(run_id, token, "fetch", DONE)
-    # then every key naming the run carries {run_id} and the namespace
+    # then every key naming the run carries the namespace and its shard's hash tag
     run_keys = {k for k in _keys(rstore) if run_id in k}
-    assert run_keys == {f"{rstore.ns}:run:{{{run_id}}}", f"{rstore.ns}:run:{{{run_id}}}:steps",
-                        f"{rstore.ns}:run:{{{run_id}}}:events",
-                        f"{rstore.ns}:run:{{{run_id}}}:eids"}
-    # and they all hash to one cluster slot
+    meta = rstore.run_key(run_id)
+    assert meta.startswith(f"{rstore.ns}:{{s") and meta.endswith(f"}}:run:{run_id}")
+    assert run_keys == {meta, meta + ":steps", meta + ":events", meta + ":eids"}
+    # and they all hash to one cluster slot, with the shard's timers
     assert len({key_slot(k.encode()) for k in run_keys}) == 1
+    assert key_slot(rstore.keys.run_keys(run_id).timers.encode()) == key_slot(meta.encode())
 
 
 def test_every_key_written_starts_with_the_namespace(rstore) -> None:
@@ -99,7 +100,8 @@ def test_finish_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     rstore.save_step(run_id, token, "fetch", DONE)
     assert rstore.finish(run_id, token, Outcome("completed", NOW + 1, "1"),
                          retention_ms=RETENTION_MS) is True
-    meta, steps, events, _ = rstore._run_keys(run_id)
+    rk = rstore.keys.run_keys(run_id)
+    meta, steps, events = rk.meta, rk.steps, rk.events
     assert _about(rstore.r.pttl(meta), RETENTION_MS)
     assert _about(rstore.r.pttl(steps), RETENTION_MS)
     assert _about(rstore.r.pttl(events), RETENTION_MS)
@@ -109,7 +111,8 @@ def test_finish_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
 def test_a_live_run_has_no_ttl(rstore) -> None:
     run_id, token = leased(rstore)
     rstore.save_step(run_id, token, "fetch", DONE)
-    meta, steps, _, _ = rstore._run_keys(run_id)
+    rk = rstore.keys.run_keys(run_id)
+    meta, steps = rk.meta, rk.steps
     assert rstore.r.pttl(meta) == -1
     assert rstore.r.pttl(steps) == -1
 
@@ -118,7 +121,8 @@ def test_cancel_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
     run_id, token = leased(rstore)
     rstore.save_step(run_id, token, "fetch", DONE)
     rstore.cancel(run_id, now=NOW + 1, reason="stop", retention_ms=60_000)
-    meta, steps, events, _ = rstore._run_keys(run_id)
+    rk = rstore.keys.run_keys(run_id)
+    meta, steps, events = rk.meta, rk.steps, rk.events
     assert _about(rstore.r.pttl(meta), 60_000)
     assert _about(rstore.r.pttl(steps), 60_000)
     assert _about(rstore.r.pttl(events), 60_000)
@@ -127,20 +131,20 @@ def test_cancel_sets_the_retention_ttl_on_the_run_keys(rstore) -> None:
 def test_put_event_dedupe_key_expires_after_ttl(rstore) -> None:
     event_id = new_id("evt")
     rstore.put_event(event_id, "{}", route_at=NOW, ttl_ms=86_400_000)
-    assert _about(rstore.r.pttl(rstore._event_key(event_id)), 86_400_000)
+    assert _about(rstore.r.pttl(rstore.keys.event(event_id)), 86_400_000)
 
 
 def test_routed_runs_expire_after_ttl(rstore) -> None:
     event_id = new_id("evt")
     rstore.put_event(event_id, "{}", route_at=NOW, ttl_ms=86_400_000)
     rstore.complete_routing(event_id, ["run-a"], ttl_ms=3_600_000)
-    assert _about(rstore.r.pttl(rstore._event_key(event_id) + ":runs"), 3_600_000)
+    assert _about(rstore.r.pttl(rstore.keys.event(event_id) + ":runs"), 3_600_000)
 
 
 def test_an_expired_dedupe_key_accepts_the_event_id_again(rstore) -> None:
     event_id = new_id("evt")
     rstore.put_event(event_id, '"first"', route_at=NOW, ttl_ms=60_000)
-    rstore.r.delete(rstore._event_key(event_id))  # what expiry does
+    rstore.r.delete(rstore.keys.event(event_id))  # what expiry does
     assert rstore.put_event(event_id, '"second"', route_at=NOW, ttl_ms=60_000) is True
     assert envelope_event(rstore.get_event(event_id)) == '"second"'
 
@@ -202,3 +206,21 @@ def test_eviction_switched_on_at_run_time_stops_every_write_until_it_is_off(
         admin.r.config_set("maxmemory-policy", original)
         admin.close()
         store.close()
+
+
+@pytest.mark.parametrize("status", [None, "queued"])
+def test_a_page_from_a_cursor_loads_only_the_runs_it_returns(rstore, monkeypatch,
+                                                            status: str | None) -> None:
+    # given 400 runs of two functions
+    for i in range(400):
+        create(rstore, function_id=f"fn/{i % 2}", created_at=NOW + i)
+    first = rstore.list_runs(function_id=None, status=status, limit=150)
+    loaded: list[int] = []
+    real = rstore._load_many
+    monkeypatch.setattr(rstore, "_load_many", lambda ids: loaded.append(len(ids)) or real(ids))
+    # when the next page of 150 is read from the last run of the first
+    page = rstore.list_runs(function_id=None, status=status, limit=150,
+                            before=(first[-1].created_at, first[-1].id))
+    # then it holds the next 150 runs, and only they were loaded
+    assert [r.created_at for r in page] == list(range(NOW + 249, NOW + 99, -1))
+    assert sum(loaded) == 150

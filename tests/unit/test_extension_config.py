@@ -10,6 +10,7 @@ from celery import Celery
 from celery_steps import (
     CancelOn,
     CelerySteps,
+    Concurrency,
     ConfigurationError,
     Context,
     TriggerEvent,
@@ -120,3 +121,57 @@ def test_a_duplicate_function_id_is_rejected() -> None:
 
     with pytest.raises(ConfigurationError, match="declared twice"):
         steps.function(id="dup", trigger="t/y")(lambda ctx: None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"cancel_on": [CancelOn("t/y", if_exp="")]}, "if_exp of cancel_on.*empty"),
+        ({"cancel_on": [CancelOn("t/y", if_exp="   ")]}, "empty"),
+        ({"cancel_on": [CancelOn("t/y", match="")]}, "cancel_on.*match"),
+        ({"cancel_on": [CancelOn("t/y", match="data.")]}, "cancel_on.*match"),
+        ({"cancel_on": [CancelOn("t/y", match="event.data.id")]}, "cancel_on.*match"),
+        ({"trigger": TriggerEvent("t/x", if_exp="")}, "if_exp.*empty"),
+        ({"idempotency": ""}, "idempotency.*empty"),
+        ({"concurrency": Concurrency(1, key="")}, "concurrency.key.*empty"),
+    ],
+)
+def test_empty_or_invalid_expressions_are_refused_naming_the_function(
+    kwargs: dict[str, Any], problem: str
+) -> None:
+    # given a function declaration with an empty or broken expression
+    steps = CelerySteps(app_with(steps_store_url="memory://"))
+    declaration = {"id": "named-fn", "trigger": "t/x", **kwargs}
+
+    # then it is refused at decoration time, and the error names the function
+    with pytest.raises(ConfigurationError, match=problem) as refused:
+        steps.function(**declaration)(lambda ctx: None)
+    assert "'named-fn'" in str(refused.value)
+
+
+def test_a_sentinel_store_without_a_master_name_is_refused_saying_what_to_set() -> None:
+    from celery_steps.store import open_store
+
+    with pytest.raises(ConfigurationError, match="master_name"):
+        open_store("sentinel://127.0.0.1:26379", options={})
+
+
+def test_a_malformed_sentinel_url_is_refused() -> None:
+    from celery_steps.store import open_store
+
+    with pytest.raises(ConfigurationError, match="invalid sentinel URL"):
+        open_store("sentinel://127.0.0.1:26379;redis://x", options={"master_name": "m"})
+
+
+def test_the_store_takes_the_transport_options_of_the_broker_it_shares() -> None:
+    from celery_steps.settings import store_transport_options
+
+    # given a Sentinel broker whose master name is in Celery's broker options
+    url = "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379"
+    app = app_with(broker_url=url, broker_transport_options={"master_name": "cluster-a"})
+
+    # then the store, taken from the broker, uses them; its own setting wins when given
+    assert resolve_store_url(None, app.conf) == url
+    assert store_transport_options(url, app.conf) == {"master_name": "cluster-a"}
+    app.conf.steps_store_transport_options = {"master_name": "steps-only"}
+    assert store_transport_options(url, app.conf) == {"master_name": "steps-only"}

@@ -1,42 +1,46 @@
--- KEYS: run, steps, timers, signal, events
--- ARGV: holder, now, lease_ms, run id, concurrency retry ms,
+-- KEYS: run, steps, timers, events, the shard's seven status indexes
+-- ARGV: holder, now, lease_ms, run id, (unused),
 --       dead holder ('' or the holder the caller found dead: it may be replaced),
---       function id (the run must belong to it)
+--       function id (the run must belong to it),
+--       gates passed ('1' once the store took the run's places in its flow-control gates)
+-- A run with flow-control gates is first answered {'gates', ...} (nothing changed): the store
+-- takes its places with the gate scripts, then calls again with 'gates passed'.
+-- A run that starts collecting no more (debounce/batch) is answered {'ok', ..., gate}: the
+-- store clears that gate (a gate key is in another slot).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if redis.call('HGET', KEYS[1], 'function_id') ~= ARGV[7] then return {'foreign'} end
 if ended(status) then
   if redis.call('HGET', KEYS[1], 'notify') == '1' then
-    return {'ended', unpack(state_of(KEYS[1], KEYS[2], KEYS[5]))}
+    return {'ended', unpack(state_of(KEYS[1], KEYS[2], KEYS[4]))}
   end
   return {'ended'}
 end
 local current = redis.call('HGET', KEYS[1], 'holder')
 if current == ARGV[1] then
-  return {'ok', unpack(state_of(KEYS[1], KEYS[2], KEYS[5]))}  -- a retried call: ours already
+  return {'ok', unpack(state_of(KEYS[1], KEYS[2], KEYS[4]))}  -- a retried call: ours already
+end
+if current and current ~= ARGV[6] then
+  redis.call('HSET', KEYS[1], 'wake', '1')
+  return {'busy', current}
+end
+if ARGV[8] ~= '1' then
+  local gates = gates_of(KEYS[1])
+  if gates then return gates end
+else
+  redis.call('HSET', KEYS[1], 'st', '1')
+  redis.call('HDEL', KEYS[1], 'thr')  -- the throttle counts a run's first start only
 end
 if current then
-  if current ~= ARGV[6] then
-    redis.call('HSET', KEYS[1], 'wake', '1')
-    return {'busy', current}
-  end
   redis.call('HINCRBY', KEYS[1], 'crashes', 1)  -- its process died holding it
 end
 local member = member_of(KEYS[1], ARGV[4])
-local gate, limit = gate_of(KEYS[1])
-if gate then
-  redis.call('ZREMRANGEBYSCORE', gate, '-inf', ARGV[2])
-  if not redis.call('ZSCORE', gate, ARGV[4]) and redis.call('ZCARD', gate) >= limit then
-    redis.call('HDEL', KEYS[1], 'holder')
-    schedule(KEYS[3], KEYS[4], member, tonumber(ARGV[2]) + tonumber(ARGV[5]))
-    return {'limited'}
-  end
-  redis.call('ZADD', gate, tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
+local pend = redis.call('HGET', KEYS[1], 'pend') or ''
+if pend ~= '' then
+  redis.call('HDEL', KEYS[1], 'pend')  -- the run starts: later events open a new debounce/batch
 end
-local pend = redis.call('HGET', KEYS[1], 'pend')
-if pend and redis.call('GET', pend) == ARGV[4] then
-  redis.call('DEL', pend)  -- the run starts: later events open a new debounce/batch
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'wake', '0', 'holder', ARGV[1])
-schedule(KEYS[3], KEYS[4], member, tonumber(ARGV[2]) + tonumber(ARGV[3]))
-return {'ok', unpack(state_of(KEYS[1], KEYS[2], KEYS[5]))}
+set_status(KEYS[1], ARGV[4], 'running', 5)
+redis.call('HSET', KEYS[1], 'wake', '0', 'holder', ARGV[1])
+schedule(KEYS[3], member, tonumber(ARGV[2]) + tonumber(ARGV[3]))
+local state = state_of(KEYS[1], KEYS[2], KEYS[4])
+return {'ok', state[1], state[2], state[3], pend}

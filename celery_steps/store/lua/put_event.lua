@@ -1,4 +1,4 @@
--- KEYS: event, timers, signal   ARGV: event json, ttl_ms, route_at, member
+-- KEYS: event, timers   ARGV: event json, ttl_ms, route_at, member
 local envelope = '{"received_at":' .. string.format('%d', now_ms()) .. ',"event":' .. ARGV[1] .. '}'
 if not redis.call('SET', KEYS[1], envelope, 'NX', 'PX', ARGV[2]) then
   -- a retried call whose reply was lost stored this very event: say so again
@@ -7,5 +7,5 @@ if not redis.call('SET', KEYS[1], envelope, 'NX', 'PX', ARGV[2]) then
   if stored and string.sub(stored, -#tail) == tail then return 1 end
   return 0
 end
-schedule(KEYS[2], KEYS[3], ARGV[4], ARGV[3])
+schedule(KEYS[2], ARGV[4], ARGV[3])
 return 1

@@ -5,5 +5,5 @@ local current = redis.call('HGET', KEYS[2], ARGV[2])
 if current == ARGV[3] then return {'ok'} end  -- a retried call: this very state is stored
 if is_final(current) then return {'exists', current} end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HDEL', KEYS[1], 'crashes')  -- progress
+redis.call('HDEL', KEYS[1], 'crashes', 'cur')  -- progress; no step running now
 return {'ok'}
