@@ -1,11 +1,12 @@
 """The timer poller: waits for the earliest due wake-up and publishes it, with no ETA.
 
 Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
-pushed back by ``REDO_MS``, then removed once its message is published; a run's timer is
-left pushed back, as a safety net the run's own progress moves), and every wake-up is
-idempotent. Unless ``steps_publish_from_client`` is set, the pollers also publish the routing
-of newly sent events and the start of newly invoked runs: the caller only writes a due-now
-timer with the event or run, in the same round trip.
+pushed back by ``REDO_MS``, then removed once its message is published; a run's timer and an
+event's routing timer are left pushed back, as a safety net that the run's own progress, or
+the routing's completion, moves or removes), and every wake-up is idempotent. Unless
+``steps_publish_from_client`` is set, the pollers also publish the routing of newly sent
+events and the start of newly invoked runs: the caller only writes a due-now timer with the
+event or run, in the same round trip.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ def poll_once(life: Lifecycle) -> int:
             for member, score in claimed:
                 try:
                     dispatch(publisher, member)
-                    if not member.startswith("r|"):
-                        # a run's timer stays armed (pushed back by the claim): if this
-                        # message is lost, it fires again; the run's own progress (acquire,
-                        # suspend, end) moves it long before
+                    if not member.startswith(("r|", "e|")):
+                        # a run's timer and an event's stay armed (pushed back by the
+                        # claim): if this message is lost, or the task executing it dies
+                        # (a routing task is acked then), it fires again; the run's own
+                        # progress (acquire, suspend, end) or complete_routing moves or
+                        # removes it long before
                         done.append((member, score))
                 except Exception:  # left claimed: it comes due again after REDO_MS
                     log.exception("could not dispatch timer %s", member)
