@@ -22,6 +22,7 @@ from typing import Any
 
 from celery_steps.runs import EventInfo
 from celery_steps.store.base import RunRecord
+from celery_steps.store.redis_keys import KeyLayout
 from tests.chaos.driver import OrderPlan, Sent
 from tests.chaos.workload import CHARGE, CHARGE_LIMIT, CRON, NOTIFY, NOTIFY_LIMIT, ORDER
 
@@ -31,21 +32,16 @@ STEP_TWICE = "checkpointed step executed twice"
 EVENT_ROUTING = "event not routed exactly once"
 CONCURRENCY = "concurrency limit exceeded"
 PARENT = "parent not resolved"
+TASK = "run_task not resolved"
 EXPIRY = "key without the expiry it should have"
-KINDS = (RUN_NOT_ENDED, RUN_FAILED, STEP_TWICE, EVENT_ROUTING, CONCURRENCY, PARENT, EXPIRY)
-# Violations a known engine bug explains (each reproduced in tests/chaos/test_findings.py).
-# They stay violations; the tag only says where to look.
-KNOWN_LOST_WAKEUP = ("known finding: its timer was removed when its wake-up was published, "
-                     "and that message was lost (test_findings.py::test_a_sleeping_run_whose_"
-                     "wake_up_message_is_lost_still_wakes_up)")
-KNOWN_LOST_ROUTING = ("known finding: its sweep timer was removed when its routing was "
-                      "published, and that routing died (test_findings.py::test_an_event_whose_"
-                      "routing_dies_twice_still_resumes_the_wait_it_matches)")
+KINDS = (RUN_NOT_ENDED, RUN_FAILED, STEP_TWICE, EVENT_ROUTING, CONCURRENCY, PARENT, TASK,
+         EXPIRY)
 IN_FLIGHT = 5.0  # a message published this close to the snapshot may still be on its way
 KILL_SLACK = 0.05  # a kill is stamped just before the signal: an execution may start within it
-# Keys that legitimately have no expiry: live structures, not the data of one run or event.
-LIVE_KEYS = ("timers", "timers:signal", "functions", "runs:fns")
-LIVE_PREFIXES = ("runs:fn:", "procs:", "gate:conc:")
+# Keys that legitimately have no expiry: live structures, not the data of one run or event
+# (``<ns>:`` and, for a shard's keys, ``{s<k>}:`` removed; see celery_steps/store/redis_keys.py).
+LIVE_KEYS = ("timers", "functions", "config", "runs:fns")
+LIVE_PREFIXES = ("runs:fn:", "runs:st:", "procs:", "gate:conc:")
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,7 @@ class Snapshot:
     """Everything the checker reads, gathered after the system settled."""
 
     namespace: str
+    shards: int  # the store's shard count (``steps_store_shards``): its KeyLayout
     runs: dict[str, RunRecord]
     events: dict[str, EventInfo | None]  # None: not found in the store
     keys: list[tuple[str, int]]  # (key, PTTL in ms; -1: no expiry)
@@ -105,21 +102,18 @@ class Findings:
         counts = Counter(v.kind for v in self.violations)
         return {kind: counts.get(kind, 0) for kind in KINDS}
 
-    def known(self) -> int:
-        """How many violations a known finding explains."""
-        return sum(1 for v in self.violations if "known finding" in v.detail)
-
 
 def check(snap: Snapshot, plans: list[OrderPlan], sent: Sent) -> Findings:
     """Every invariant, on one snapshot."""
     found = Findings()
     execs = executions(snap)
-    check_runs_ended(snap, plans, found, sent)
+    check_runs_ended(snap, plans, found)
     check_steps_once(snap, execs, found)
     check_routing(snap, plans, sent, found)
     for fn, limit in ((CHARGE, CHARGE_LIMIT), (NOTIFY, NOTIFY_LIMIT)):
         check_concurrency([e for e in execs if e.fn == fn], fn, limit, snap.taken_at, found)
     check_parents(snap, found)
+    check_tasks(snap, plans, found)
     check_expiry(snap, found)
     task_runs = Counter(t["run"] for t in snap.tasks)
     lost = lost_messages(snap)
@@ -144,36 +138,15 @@ def lost_messages(snap: Snapshot) -> list[dict[str, Any]]:
             and m["t"] < snap.taken_at - IN_FLIGHT]
 
 
-def clues(snap: Snapshot, needle: str, known: str) -> str:
-    """What the timers and the message log say about a run or an event id, and the known
-    finding that explains it when there is no timer left for it and its last message was
-    lost (``known == "message"``) or sent at all (``"sent"``)."""
+def clues(snap: Snapshot, needle: str) -> str:
+    """What the timers and the message log say about a run or an event id: to tell a run
+    nothing will move from one whose last message the broker lost."""
     timers = [m for m in snap.timers if needle in m.split("|")]
     sent = [m for m in snap.messages if m["e"] == "pub" and needle in m.get("args", [])]
     lost = bool(sent) and sent[-1]["id"] in {m["id"] for m in lost_messages(snap)}
     last = (f"; last message {sent[-1]['task']} at t={sent[-1]['t']:.3f}"
             f"{' never received' if lost else ' received'}") if sent else ""
-    text = f"timers: {timers or 'none'}; {len(sent)} message(s) sent for it{last}"
-    if not timers and (lost if known == "message" else bool(sent)):
-        text += f"; {KNOWN_LOST_WAKEUP if known == 'message' else KNOWN_LOST_ROUTING}"
-    return text
-
-
-def lost_routings(snap: Snapshot) -> set[str]:
-    """Events never routed, with no routing timer left, though their routing was sent."""
-    timed = {m.split("|", 1)[1] for m in snap.timers if m.startswith("e|")}
-    sent = {arg for m in snap.messages if m["e"] == "pub" and m["task"] == "celery_steps.route"
-            for arg in m.get("args", [])}
-    return {event_id for event_id, info in snap.events.items()
-            if info is not None and not info.routed and event_id not in timed
-            and event_id in sent}
-
-
-def unrouted_confirmations(snap: Snapshot, confirms: set[str]) -> str:
-    """A note for a wait whose every confirmation had its routing lost (a known finding)."""
-    if confirms and confirms <= lost_routings(snap):
-        return f"; every confirmation's routing was lost: {KNOWN_LOST_ROUTING}"
-    return ""
+    return f"timers: {timers or 'none'}; {len(sent)} message(s) sent for it{last}"
 
 
 # -- executions --------------------------------------------------------------------------------
@@ -270,16 +243,10 @@ def legitimately_waiting(run: RunRecord, plan: OrderPlan | None) -> bool:
             and not plan.confirm and wait is not None and wait.get("status") == "waiting")
 
 
-def check_runs_ended(snap: Snapshot, plans: list[OrderPlan], found: Findings,
-                     sent: Sent | None = None) -> None:
+def check_runs_ended(snap: Snapshot, plans: list[OrderPlan], found: Findings) -> None:
     by_event = {p.event_id: p for p in plans}
-    stuck = {run.id: clues(snap, run.id, "message") for run in snap.runs.values()
+    stuck = {run.id: clues(snap, run.id) for run in snap.runs.values()
              if not run.ended and not legitimately_waiting(run, _order_of(run, by_event))}
-    for run_id, why in list(stuck.items()):
-        plan = _order_of(snap.runs[run_id], by_event)
-        confirms = (sent.confirms.get(plan.index, []) if sent is not None and plan else [])
-        if confirms and snap.runs[run_id].steps.get("confirm", {}).get("status") == "waiting":
-            stuck[run_id] = why + unrouted_confirmations(snap, {c for c, _ in confirms})
     lost = 0
     for run in snap.runs.values():
         if run.id in stuck:
@@ -333,6 +300,37 @@ def check_parents(snap: Snapshot, found: Findings) -> None:
         found.add(PARENT, f"child run {child_id} belongs to no order's invoke step")
 
 
+def check_tasks(snap: Snapshot, plans: list[OrderPlan], found: Findings) -> None:
+    """Every order past its ``run_task`` step got the result of the Celery task it sent
+    (which ran), and every completed order returns what its child and its task gave it."""
+    by_event = {p.event_id: p for p in plans}
+    ran = {t["run"] for t in snap.tasks}
+    for run in snap.runs.values():
+        plan = _order_of(run, by_event) if run.function_id == ORDER else None
+        if plan is None:
+            continue
+        step = run.steps.get("receipt")
+        past = run.status == "completed" or "ship" in run.steps or "confirm" in run.steps
+        if step is None or step.get("status") != "completed":
+            if past:
+                found.add(TASK, f"order run {run.id} went past its run_task step, which is "
+                                f"{None if step is None else step.get('status')}")
+            continue
+        want = {"receipt": f"r-{run.id}", "cents": plan.data["cents"]}
+        if step.get("result") != want:
+            found.add(TASK, f"order run {run.id}: run_task result {step.get('result')} is not "
+                            f"the task's {want}")
+        if run.id not in ran:
+            found.add(TASK, f"order run {run.id}: run_task step completed, but its task "
+                            "never ran")
+        if run.status == "completed":
+            output = run.output if isinstance(run.output, dict) else {}
+            if (output.get("charged"), output.get("receipt")) != (plan.data["cents"],
+                                                                  want["receipt"]):
+                found.add(TASK, f"order run {run.id} returned {run.output}: not its child's "
+                                f"and its task's results")
+
+
 # -- events ------------------------------------------------------------------------------------
 def _runs_by_event(runs: Iterable[RunRecord], fn: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
@@ -350,7 +348,7 @@ def _routed_once(snap: Snapshot, event_id: str, runs: list[str], what: str,
     info = snap.events.get(event_id)
     if info is None or not info.routed:
         state = "missing" if info is None else "not routed"
-        found.add(EVENT_ROUTING, f"{what} {event_id} is {state} ({clues(snap, event_id, 'sent')})")
+        found.add(EVENT_ROUTING, f"{what} {event_id} is {state} ({clues(snap, event_id)})")
     elif sorted(info.run_ids) != sorted(runs):
         found.add(EVENT_ROUTING, f"{what} {event_id} recorded runs {info.run_ids}, found {runs}")
 
@@ -389,8 +387,7 @@ def check_routing(snap: Snapshot, plans: list[OrderPlan], sent: Sent, found: Fin
                 or got.get("id") not in ids:
             found.add(EVENT_ROUTING, f"order {index}: its wait was resolved by "
                                      f"{got.get('id') if isinstance(got, dict) else got!r}, "
-                                     f"not by one of {sorted(ids)} sent after it began"
-                                     f"{unrouted_confirmations(snap, ids)}")
+                                     f"not by one of {sorted(ids)} sent after it began")
     check_crons(snap, found)
 
 
@@ -414,19 +411,30 @@ def _timer_run(member: str) -> str:
     return parts[2] if parts[0] in ("r", "b") and len(parts) > 2 else ""
 
 
+def shard_part(layout: KeyLayout, key: str) -> tuple[int | None, str]:
+    """A key's shard (None for a global key) and its name without ``<ns>:{s<k>}:`` (or,
+    for a global key, without ``<ns>:``)."""
+    for shard in range(layout.shards):
+        prefix = layout.timers(shard).removesuffix("timers")
+        if key.startswith(prefix):
+            return shard, key[len(prefix):]
+    return None, key.removeprefix(layout.ns + ":")
+
+
 def _run_of_key(rest: str) -> str | None:
-    if not rest.startswith("run:{"):
+    """The run a shard key belongs to (``run:<id>`` and ``run:<id>:<part>``), if any."""
+    if not rest.startswith("run:"):
         return None
-    return rest[len("run:{"):].split("}", 1)[0]
+    return rest[len("run:"):].split(":", 1)[0]
 
 
 def check_expiry(snap: Snapshot, found: Findings) -> None:
     """Ended runs' and events' keys expire; live structures have no expiry; nothing else."""
     live = _live(snap)
-    prefix = snap.namespace + ":"
+    layout = KeyLayout(snap.namespace, snap.shards)
     for key, pttl in snap.keys:
-        rest = key[len(prefix):] if key.startswith(prefix) else key
-        run_id = _run_of_key(rest)
+        shard, rest = shard_part(layout, key)
+        run_id = _run_of_key(rest) if shard is not None else None
         if run_id is not None:
             if run_id in live and pttl >= 0:
                 found.add(EXPIRY, f"{key} of live run {run_id} expires in {pttl} ms")
@@ -436,7 +444,9 @@ def check_expiry(snap: Snapshot, found: Findings) -> None:
             continue
         if pttl >= 0 or rest in LIVE_KEYS or rest.startswith(LIVE_PREFIXES):
             continue
-        if rest.startswith("w:"):
+        if shard is not None and rest.startswith("w:"):
+            if rest.endswith(":paths"):
+                continue  # the match paths in use for an event name: kept, bounded by code
             stale = [r for r in snap.waiters.get(key, []) if r not in live]
             if stale:
                 found.add(EXPIRY, f"{key} holds waiters of ended runs {sorted(stale)[:5]}")

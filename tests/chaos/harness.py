@@ -30,7 +30,14 @@ from typing import Any
 
 from celery_steps import EventNotFound
 from celery_steps.runs import EventInfo
-from tests.chaos.checker import Findings, Snapshot, Violation, check, legitimately_waiting
+from tests.chaos.checker import (
+    Findings,
+    Snapshot,
+    Violation,
+    check,
+    legitimately_waiting,
+    shard_part,
+)
 from tests.chaos.cluster import APP, RedisProcess, Worker, Workers
 from tests.chaos.driver import Driver, OrderPlan, plan_orders
 from tests.chaos.injector import DEFAULT_WEIGHTS, Fault, Injector
@@ -107,7 +114,6 @@ class ChaosResult:
             "workers that exited on their own": len(self.exits),
             "driver send errors (retried)": self.send_errors,
             "violations": self.findings.by_kind(),
-            "violations explained by a known finding": self.findings.known(),
             "seconds": self.timings,
         }
 
@@ -217,9 +223,11 @@ def _session(cfg: ChaosConfig, app: ModuleType, ledger: Ledger, store_redis: Red
     _wait_ready(workers, ledger)
     say(f"  faults stopped after {window:.0f}s ({len(injector.log)} faults); settling")
     settle_start = time.time()
-    settled = _settle(cfg, app, driver, plans)
+    pending = _settle(cfg, app, driver, plans)
     settle = time.time() - settle_start
-    say(f"  settled={settled} after {settle:.0f}s; checking")
+    say(f"  {'settled' if pending is None else 'not settled'} after {settle:.0f}s; checking")
+    if pending is not None:  # something kept moving: a timer firing for ever, a message loop
+        injector.errors.append(f"not settled within {cfg.settle_timeout:g}s: still {pending}")
     snapshot = observe(app, ledger, plans, driver, injector)
     dump = {name: ledger.entries(name) for name in ("exec", "crash", "task", "cron", "msg")}
     (workdir / "ledger.json").write_text(json.dumps({**dump, "seen": snapshot.seen}))
@@ -239,29 +247,46 @@ def _wait_ready(workers: Workers, ledger: Ledger) -> None:
 
 
 def _run_ids(app: ModuleType) -> list[str]:
+    """Every run of the workload's functions, from each shard's function index."""
     store = app.steps.runtime.store
-    return [raw.decode() for fn in FUNCTIONS
-            for raw in store.r.zrange(f"{store.ns}:runs:fn:{fn}", 0, -1)]
+    layout = store.keys
+    return [raw.decode() for fn in FUNCTIONS for shard in range(layout.shards)
+            for raw in store.r.zrange(layout.fn_index(shard, fn), 0, -1)]
 
 
-def _settle(cfg: ChaosConfig, app: ModuleType, driver: Driver, plans: list[OrderPlan]) -> bool:
+def _timers(app: ModuleType) -> list[str]:
+    """Every timer member, from each shard's timer set."""
+    store = app.steps.runtime.store
+    return [m.decode() for shard in range(store.keys.shards)
+            for m in store.r.zrange(store.keys.timers(shard), 0, -1)]
+
+
+def _settle(cfg: ChaosConfig, app: ModuleType, driver: Driver,
+            plans: list[OrderPlan]) -> str | None:
     """Keep driving (confirmations, no more cron ticks) until nothing is pending: no message
     in the broker (queued or unacknowledged), no routing or branch timer, no ended run with
     its outbox or timer left, and every other run either legitimately waiting, or with no
     timer at all (stuck: nothing will ever move it; the checker reports it), or waiting for
-    such a stuck child. Seen twice in a row, two seconds apart."""
+    such a stuck child. Seen twice in a row, two seconds apart. Returns None once settled,
+    else what was still pending at the deadline."""
     store = app.steps.runtime.store
     by_event = {p.event_id: p for p in plans}
     queues = [store.ns + suffix for suffix in QUEUE_SUFFIXES]
 
+    pending_now = ["nothing looked at yet"]
+
+    def busy(why: str) -> bool:
+        pending_now[0] = why
+        return False
+
     def idle() -> bool:
         driver.step(cron=False)
         r = store.r
-        if sum(r.llen(q) for q in queues) + r.hlen("unacked"):
-            return False
-        timers = [m.decode() for m in r.zrange(store.timers_key, 0, -1)]
-        if any(m.startswith(("e|", "b|")) for m in timers):
-            return False
+        if queued := sum(r.llen(q) for q in queues) + r.hlen("unacked"):
+            return busy(f"{queued} message(s) in the broker")
+        timers = _timers(app)
+        if routings := [m for m in timers if m.startswith(("e|", "b|"))]:
+            return busy(f"routing or branch timers {routings[:5]}")
         timed = {m.split("|")[2] for m in timers if m.startswith("r|")}
         run_ids = _run_ids(app)
 
@@ -275,18 +300,19 @@ def _settle(cfg: ChaosConfig, app: ModuleType, driver: Driver, plans: list[Order
             invoke = run.steps.get("charge", {})
             child = invoke.get("child") if invoke.get("status") == "waiting" else None
             return child is None or child in timed or (
-                store.r.hget(store.run_key(child), "status") in ENDED_STATUSES)
+                store.r.hget(store.keys.run(child), "status") in ENDED_STATUSES)
 
         with r.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.hmget(store.run_key(run_id), "status", "notify")
+                pipe.hmget(store.keys.run(run_id), "status", "notify")
             states = pipe.execute()
         for run_id, (status, notify) in zip(run_ids, states, strict=True):
             if status in ENDED_STATUSES:
                 if notify == b"1" or run_id in timed:
-                    return False
+                    return busy(f"ended run {run_id} with its outbox pending ({notify!r}) or "
+                                f"its timer left ({[m for m in timers if run_id in m]})")
             elif pending(run_id):
-                return False
+                return busy(f"run {run_id} ({status!r}) has a timer that will move it")
         return True
 
     deadline = time.monotonic() + cfg.settle_timeout
@@ -294,12 +320,13 @@ def _settle(cfg: ChaosConfig, app: ModuleType, driver: Driver, plans: list[Order
     while time.monotonic() < deadline:
         try:
             streak = streak + 1 if idle() else 0
-        except Exception:  # a look that failed is a look again
+        except Exception as exc:  # a look that failed is a look again
+            pending_now[0] = f"the last look failed: {exc!r}"
             streak = 0
         if streak >= 2:
-            return True
+            return None
         time.sleep(2.0)
-    return False
+    return pending_now[0]
 
 
 def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Driver,
@@ -333,12 +360,12 @@ def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Dri
     waiters = {key: [json.loads(v.decode().partition("|")[2])["run_id"]
                      for v in store.r.hvals(key)]
                for key, kind in zip(keys, types, strict=True)
-               if kind == "hash" and key.startswith(f"{store.ns}:w:")}
+               if kind == "hash" and shard_part(store.keys, key)[1].startswith("w:")}
     kills = [(pid, f.t) for f in injector.log + injector.exits for pid in f.pids]
     return Snapshot(
-        namespace=store.ns, runs=runs, events=events,
+        namespace=store.ns, shards=store.keys.shards, runs=runs, events=events,
         keys=list(zip(keys, [int(p) for p in pttls], strict=True)), waiters=waiters,
-        timers=[m.decode() for m in store.r.zrange(store.timers_key, 0, -1)],
+        timers=_timers(app),
         execs=ledger.entries("exec"), seen=ledger.firsts("seen"),
         crashes=ledger.entries("crash"), tasks=ledger.entries("task"),
         crons=ledger.entries("cron"), messages=ledger.entries("msg"), kills=kills,

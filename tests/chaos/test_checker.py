@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
+from celery_steps import Event
+from celery_steps.runs import EventInfo
 from celery_steps.store.base import RunRecord
+from celery_steps.store.redis_keys import KeyLayout
 from tests.chaos.checker import (
     CONCURRENCY,
+    EVENT_ROUTING,
     EXPIRY,
+    PARENT,
     RUN_NOT_ENDED,
     STEP_TWICE,
+    TASK,
     Findings,
     Snapshot,
+    check,
     check_concurrency,
     check_expiry,
     check_runs_ended,
     check_steps_once,
     executions,
 )
-from tests.chaos.driver import OrderPlan
-from tests.chaos.workload import CHARGE, ORDER
+from tests.chaos.driver import OrderPlan, Sent
+from tests.chaos.workload import CHARGE, NOTIFY, ORDER
 
 NS = "chaos1"
+LAYOUT = KeyLayout(NS, 2)  # two shards: keys of either shard are recognised
 
 
 def snapshot(**fields: Any) -> Snapshot:
     base: dict[str, Any] = dict(
-        namespace=NS, runs={}, events={}, keys=[], waiters={}, timers=[], execs=[], seen={},
-        crashes=[], tasks=[], crons=[], messages=[], kills=[], taken_at=100.0)
+        namespace=NS, shards=LAYOUT.shards, runs={}, events={}, keys=[], waiters={}, timers=[],
+        execs=[], seen={}, crashes=[], tasks=[], crons=[], messages=[], kills=[], taken_at=100.0)
     return Snapshot(**{**base, **fields})
 
 
@@ -158,17 +167,122 @@ def test_only_an_unconfirmed_order_may_still_wait() -> None:
 def test_keys_without_expiry_are_reported_unless_they_belong_to_live_structures() -> None:
     # given an ended run and a waiting one, and keys with and without an expiry
     runs = {"done": run("done"), "live": run("live", "waiting")}
-    keys = [(f"{NS}:timers", -1), (f"{NS}:runs:fn:{ORDER}", -1), (f"{NS}:procs:vm", -1),
-            (f"{NS}:run:{{live}}", -1), (f"{NS}:run:{{done}}", 5000),
-            (f"{NS}:run:{{done}}:steps", -1), (f"{NS}:evt:e1", -1),
-            (f"{NS}:run:{{live}}:steps", 5000), (f"{NS}:w:chaos/confirm:m:data.order=1", -1)]
+    done, live = LAYOUT.run_keys("done"), LAYOUT.run_keys("live")
+    waiter = LAYOUT.waiter_index(LAYOUT.shard_of("done"), "chaos/confirm", "data.order", "1")
+    keys = [(LAYOUT.timers(0), -1), (LAYOUT.timers(1), -1), (LAYOUT.fn_index(1, ORDER), -1),
+            (LAYOUT.status_index(0, "waiting"), -1), (LAYOUT.functions, -1),
+            (LAYOUT.host("vm"), -1), (LAYOUT.proc("vm-1"), 900), (live.meta, -1),
+            (done.meta, 5000), (done.steps, -1), (LAYOUT.event("e1"), -1),
+            (live.steps, 5000), (waiter, -1), (waiter.split(":m:")[0] + ":paths", -1)]
     found = Findings()
 
     # then the ended run's steps, the event, the live run's expiring key and a waiter of an
     # ended run are reported, and nothing else
     check_expiry(snapshot(runs=runs, keys=keys,
-                          waiters={f"{NS}:w:chaos/confirm:m:data.order=1": ["done"]}), found)
+                          waiters={waiter: ["done"]}), found)
     assert [v.kind for v in found.violations] == [EXPIRY] * 4
     details = " ".join(v.detail for v in found.violations)
-    for key in (":run:{done}:steps", ":evt:e1", ":run:{live}:steps", "data.order=1"):
+    for key in (done.steps, LAYOUT.event("e1"), live.steps, waiter):
         assert key in details
+
+
+# -- the whole checker on one fabricated order: clean, then with one thing broken ------------
+PLAN = OrderPlan(0, "order-1-0", {"order": 0, "cents": 500}, False, False, False, False)
+
+
+def routed(event_id: str, *run_ids: str) -> EventInfo:
+    return EventInfo(event=Event(name="x", id=event_id), routed=True, run_ids=list(run_ids),
+                     received_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+def one_order() -> dict[str, Any]:
+    """The snapshot of one order that went all the way to its (never confirmed) wait: its
+    child charged it, its task gave the receipt, its shipped event started a notify run."""
+    child = {"cents": 500, "x": "b"}
+    order = RunRecord(id="r1", function_id=ORDER, status="waiting", created_at=0,
+                      event_ids=[PLAN.event_id], steps={
+                          "reserve": {"op": "run", "status": "completed", "result": {"x": "a"},
+                                      "pos": 0},
+                          "charge": {"op": "invoke", "status": "completed", "child": "c1",
+                                     "result": child, "pos": 1},
+                          "receipt": {"op": "run_task", "status": "completed", "pos": 2,
+                                      "result": {"receipt": "r-r1", "cents": 500}},
+                          "ship": {"op": "send_event", "status": "completed",
+                                   "result": ["ship-1"], "pos": 3},
+                          "confirm": {"op": "wait_for_event", "status": "waiting", "pos": 4}})
+    charge = RunRecord(id="c1", function_id=CHARGE, status="completed", created_at=0,
+                       event_ids=["invoke-c1"], output=child, parent={"run_id": "r1"},
+                       steps={"charge": {"op": "run", "status": "completed",
+                                         "result": {"x": "b"}}})
+    notify = RunRecord(id="n1", function_id=NOTIFY, status="completed", created_at=0,
+                       event_ids=["ship-1"], output="0")
+    return dict(
+        runs={"r1": order, "c1": charge, "n1": notify},
+        events={PLAN.event_id: routed(PLAN.event_id, "r1"), "ship-1": routed("ship-1", "n1")},
+        execs=[*execution("a", 1.0, 1.1, 10), *execution("b", 2.0, 2.2, 11, run_id="c1",
+                                                          step="charge", fn=CHARGE)],
+        seen={"r1|reserve": {"x": "a", "t": 1.2}, "c1|charge": {"x": "b", "t": 2.3}},
+        tasks=[{"run": "r1", "t": 3.0, "pid": 10}])
+
+
+def violations(**fields: Any) -> list[str]:
+    found = check(snapshot(**fields), [PLAN], Sent(orders={0: 0.5}))
+    return [v.kind for v in found.violations]
+
+
+def test_a_fabricated_order_that_kept_every_invariant_passes_the_whole_checker() -> None:
+    # given the snapshot of an order that did everything right, then nothing is reported
+    assert violations(**one_order()) == []
+
+
+def test_a_lost_run_is_reported() -> None:
+    # given the order's event was sent and routed, but its run is gone from the store
+    fields = one_order()
+    del fields["runs"]["r1"]
+
+    # then the event is reported (it started no run), and the orphaned child too
+    found = violations(**fields)
+    assert EVENT_ROUTING in found
+    assert PARENT in found
+
+
+def test_a_step_executed_twice_outside_the_at_least_once_window_is_reported() -> None:
+    # given a second execution of the checkpointed 'reserve' step, by a process never killed,
+    # starting after the handler had the first execution's stored result
+    fields = one_order()
+    fields["execs"] += execution("c", 4.0, 4.1, 12)
+
+    # then it is reported as a checkpointed step executed twice
+    assert violations(**fields) == [STEP_TWICE]
+
+
+def test_a_run_stuck_before_its_wait_is_reported() -> None:
+    # given the order still 'running' at its run_task step, with no timer left to move it
+    fields = one_order()
+    order = fields["runs"]["r1"]
+    order.status = "running"
+    order.steps = {k: v for k, v in order.steps.items() if k in ("reserve", "charge")}
+    order.steps["receipt"] = {"op": "run_task", "status": "waiting", "pos": 2}
+    fields["events"].pop("ship-1")
+    fields["runs"].pop("n1")
+
+    # then it is reported as neither ended nor legitimately waiting
+    assert violations(**fields) == [RUN_NOT_ENDED]
+
+
+def test_an_invoke_step_that_did_not_get_its_childs_output_is_reported() -> None:
+    # given the child ended with an output other than the one its parent's step holds
+    fields = one_order()
+    fields["runs"]["c1"].output = {"cents": 1, "x": "b"}
+
+    # then the parent link is reported
+    assert violations(**fields) == [PARENT]
+
+
+def test_a_run_task_step_resolved_without_its_task_running_is_reported() -> None:
+    # given the run_task step completed, but the ledger never saw the Celery task run
+    fields = one_order()
+    fields["tasks"] = []
+
+    # then the run_task link is reported
+    assert violations(**fields) == [TASK]
