@@ -38,6 +38,9 @@ KINDS = (RUN_NOT_ENDED, RUN_FAILED, STEP_TWICE, EVENT_ROUTING, CONCURRENCY, PARE
          EXPIRY)
 IN_FLIGHT = 5.0  # a message published this close to the snapshot may still be on its way
 KILL_SLACK = 0.05  # a kill is stamped just before the signal: an execution may start within it
+# An execution whose checkpoint write met Redis down (or its connection dropped) may run again
+# (docs/execution-model.md): its end within this long before an outage's end counts.
+OUTAGE_REACH = 3.0
 # Keys that legitimately have no expiry: live structures, not the data of one run or event
 # (``<ns>:`` and, for a shard's keys, ``{s<k>}:`` removed; see celery_steps/store/redis_keys.py).
 LIVE_KEYS = ("timers", "functions", "config", "runs:fns")
@@ -68,6 +71,7 @@ class Snapshot:
     crons: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     kills: list[tuple[int, float]]  # (pid, when) of every process a fault killed
+    outages: list[tuple[float, float]]  # (from, to): Redis down, or its connections dropped
     taken_at: float
 
 
@@ -194,7 +198,7 @@ def check_steps_once(snap: Snapshot, execs: list[Execution], found: Findings) ->
                 found.add(STEP_TWICE, f"{where}: execution {e.x} (pid {e.pid}) started "
                                       f"{e.start - stored_by:.3f}s after the checkpoint of "
                                       f"{stored} was stored")
-            elif e.killed is None:
+            elif e.killed is None and not _met_an_outage(e, snap.outages):
                 found.add(STEP_TWICE, f"{where}: execution {e.x} (pid {e.pid}, "
                                       f"{'ended' if e.end else 'no end'}) was not kept, though "
                                       f"its process was not killed (stored: {stored})")
@@ -203,6 +207,14 @@ def check_steps_once(snap: Snapshot, execs: list[Execution], found: Findings) ->
                 if later.start < first.life(snap.taken_at):
                     found.add(STEP_TWICE, f"{where}: executions {first.x} (pid {first.pid}) "
                                           f"and {later.x} (pid {later.pid}) ran at the same time")
+
+
+def _met_an_outage(e: Execution, outages: list[tuple[float, float]]) -> bool:
+    """Whether Redis was down, or its connections dropped, when the execution's checkpoint
+    was to be written: the at-least-once window of a step whose process did not die."""
+    return e.end is not None and any(
+        down - KILL_SLACK <= e.end + OUTAGE_REACH and e.end <= up + KILL_SLACK
+        for down, up in outages)
 
 
 def check_concurrency(execs: list[Execution], fn: str, limit: int, horizon: float,

@@ -362,6 +362,8 @@ def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Dri
                for key, kind in zip(keys, types, strict=True)
                if kind == "hash" and shard_part(store.keys, key)[1].startswith("w:")}
     kills = [(pid, f.t) for f in injector.log + injector.exits for pid in f.pids]
+    outages = [(f.t, f.until or f.t) for f in injector.log
+               if f.kind in ("redis-restart", "client-kill")]
     return Snapshot(
         namespace=store.ns, shards=store.keys.shards, runs=runs, events=events,
         keys=list(zip(keys, [int(p) for p in pttls], strict=True)), waiters=waiters,
@@ -369,5 +371,6 @@ def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Dri
         execs=ledger.entries("exec"), seen=ledger.firsts("seen"),
         crashes=ledger.entries("crash"), tasks=ledger.entries("task"),
         crons=ledger.entries("cron"), messages=ledger.entries("msg"), kills=kills,
+        outages=outages,
         taken_at=time.time(),
     )

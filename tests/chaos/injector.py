@@ -31,12 +31,14 @@ RECENT_EXECS = 60  # how far back in the ledger a child kill looks for steps in 
 
 @dataclass
 class Fault:
-    """One fault as it happened: when, what, and the processes it killed."""
+    """One fault as it happened: when, what, the processes it killed, and (for Redis
+    restarts) when Redis answered again."""
 
     t: float
     kind: str
     detail: str
     pids: list[int] = field(default_factory=list)
+    until: float | None = None
 
     def line(self, t0: float) -> str:
         pids = f" pids={self.pids}" if self.pids else ""
@@ -103,7 +105,8 @@ class Injector:
             self.store.kill()
             time.sleep(down)
             self.store.start()
-            self.log.append(Fault(t, kind, f"down {time.time() - t:.2f}s"))
+            back = time.time()
+            self.log.append(Fault(t, kind, f"down {back - t:.2f}s", until=back))
         elif kind == "client-kill":
             t = time.time()
             self.log.append(Fault(t, kind, f"{self.store.drop_clients()} connections"))

@@ -36,7 +36,8 @@ LAYOUT = KeyLayout(NS, 2)  # two shards: keys of either shard are recognised
 def snapshot(**fields: Any) -> Snapshot:
     base: dict[str, Any] = dict(
         namespace=NS, shards=LAYOUT.shards, runs={}, events={}, keys=[], waiters={}, timers=[],
-        execs=[], seen={}, crashes=[], tasks=[], crons=[], messages=[], kills=[], taken_at=100.0)
+        execs=[], seen={}, crashes=[], tasks=[], crons=[], messages=[], kills=[], outages=[],
+        taken_at=100.0)
     return Snapshot(**{**base, **fields})
 
 
@@ -95,6 +96,19 @@ def test_a_lost_execution_whose_process_lived_on_is_a_violation() -> None:
                     seen={"r1|reserve": {"x": "b", "t": 5.3}})
 
     # then it is reported
+    assert steps_findings(snap) == [STEP_TWICE]
+
+
+def test_a_lost_execution_whose_checkpoint_met_redis_down_is_legitimate() -> None:
+    # given a first execution that ended at t=1.2 while Redis was down (t=1.0 to 2.0), was
+    # not stored, and whose process lived on; then a second one
+    snap = snapshot(runs={"r1": run("r1", steps=stored("b"))},
+                    execs=execution("a", 1.0, 1.2, pid=10) + execution("b", 5.0, 5.2, pid=11),
+                    seen={"r1|reserve": {"x": "b", "t": 5.3}}, outages=[(1.0, 2.0)])
+
+    # then nothing is violated; with the outage ten seconds later, it is
+    assert steps_findings(snap) == []
+    snap.outages = [(11.0, 12.0)]
     assert steps_findings(snap) == [STEP_TWICE]
 
 
