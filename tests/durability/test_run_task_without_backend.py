@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 1.0
 
 
+@pytest.mark.timeout(300)  # a worker subprocess, then up to 55 s of waiting: slow on 2 busy cores
 @pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
     "run_task without a result backend: the task's outcome is only in the task_done message; "
     "when it is lost, Runtime.task_outcome finds no result backend to read, sees the task "
