@@ -271,7 +271,7 @@ def _settle(cfg: ChaosConfig, app: ModuleType, driver: Driver,
     else what was still pending at the deadline."""
     store = app.steps.runtime.store
     by_event = {p.event_id: p for p in plans}
-    queues = [store.ns + suffix for suffix in QUEUE_SUFFIXES]
+    queues = [app.app.conf.task_default_queue + suffix for suffix in QUEUE_SUFFIXES]
 
     pending_now = ["nothing looked at yet"]
 
@@ -350,7 +350,7 @@ def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Dri
             events[event_id] = steps.get_event(event_id)
         except EventNotFound:
             events[event_id] = None
-    keys = [k.decode() for k in store.r.scan_iter(match=f"{store.ns}:*", count=1000)]
+    keys = [k.decode() for k in store.r.scan_iter(match=f"{store.keys.ns}:*", count=1000)]
     with store.r.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.pttl(key)
@@ -365,7 +365,7 @@ def observe(app: ModuleType, ledger: Ledger, plans: list[OrderPlan], driver: Dri
     outages = [(f.t, f.until or f.t) for f in injector.log
                if f.kind in ("redis-restart", "client-kill")]
     return Snapshot(
-        namespace=store.ns, shards=store.keys.shards, runs=runs, events=events,
+        namespace=store.keys.ns, shards=store.keys.shards, runs=runs, events=events,
         keys=list(zip(keys, [int(p) for p in pttls], strict=True)), waiters=waiters,
         timers=_timers(app),
         execs=ledger.entries("exec"), seen=ledger.firsts("seen"),
