@@ -35,6 +35,7 @@ def route_event(life: Lifecycle, event_id: str) -> list[str]:
     raw = store.get_event(event_id)
     if raw is None:
         log.warning("event %s expired or was never stored; nothing to route", event_id)
+        store.unschedule(f"e|{event_id}")  # its routing timer would fire again and again
         return []
     envelope = json.loads(raw)
     event: dict[str, Any] = envelope["event"]

@@ -1,9 +1,10 @@
 """The timer poller: waits for the earliest due wake-up and sends it, with no ETA.
 
 Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
-pushed back by ``REDO_MS``, then removed once its message is published; a run's timer is
-left pushed back, as a safety net the run's own progress moves), and every wake-up is
-idempotent. Unless ``steps_publish_from_client`` is set, the pollers also publish the routing
+pushed back by ``REDO_MS``, then removed once its message is published; a run's timer and an
+event's routing timer are left pushed back, as a safety net that the run's own progress, or
+the routing's completion, moves or removes: a routing task is acknowledged even when its
+process dies), and every wake-up is idempotent. Unless ``steps_publish_from_client`` is set, the pollers also publish the routing
 of newly sent events and the start of newly invoked runs: the caller only writes a due-now
 timer with the event or run, in the same round trip.
 
@@ -77,7 +78,7 @@ def split(items: list[str], size: int, spread: int = 1) -> list[list[str]]:
 def dispatch_claimed(life: Lifecycle, claimed: Claimed, local: LocalPool | None = None,
                      spread: int = 1) -> Claimed:
     """Send what one claim brought (see the module's docstring); returns the timers to
-    acknowledge: the routings and branches the broker accepted."""
+    acknowledge: the parallel branches the broker accepted."""
     size = int(life.settings.wake_batch)
     runs: dict[str, list[str]] = {}
     routes: dict[str, int] = {}
@@ -100,10 +101,10 @@ def dispatch_claimed(life: Lifecycle, claimed: Claimed, local: LocalPool | None 
                   broker=_publish_runs(publisher, function_id))
         if routes:
             here = local if local is not None and local.takes_routes() else None
-            sent = _send(list(routes), size, spread, room, what="routings",
-                         local=None if here is None else lambda ids: here.publish_route(*ids),
-                         broker=lambda ids: publisher.publish_route(*ids))
-            done.extend((f"e|{event_id}", routes[event_id]) for event_id in sent)
+            # not acknowledged: the timer fires again if the routing never completes
+            _send(list(routes), size, spread, room, what="routings",
+                  local=None if here is None else lambda ids: here.publish_route(*ids),
+                  broker=lambda ids: publisher.publish_route(*ids))
         for member, score in others:
             try:
                 dispatch(publisher, member)

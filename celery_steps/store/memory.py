@@ -210,6 +210,8 @@ class MemoryStore(MemoryTimers, StateStore):
             if record.function_id != function_id:
                 return "foreign", None
             if record.status in ENDED:
+                if not record.notify:  # nothing wakes it any more (see acquire.lua)
+                    self._timers.pop(f"r|{function_id}|{run_id}", None)
                 return "ended", (copy.deepcopy(record) if record.notify else None)
             if entry.holder == holder:
                 return "ok", copy.deepcopy(record)

@@ -14,6 +14,9 @@ if ended(status) then
   if redis.call('HGET', KEYS[1], 'notify') == '1' then
     return {'ended', unpack(state_of(KEYS[1], KEYS[2], KEYS[4]))}
   end
+  -- nothing will wake an ended run any more: a timer left (re-armed when its dead holder
+  -- was reaped) would fire for ever
+  redis.call('ZREM', KEYS[3], member_of(KEYS[1], ARGV[4]))
   return {'ended'}
 end
 local current = redis.call('HGET', KEYS[1], 'holder')
