@@ -1,12 +1,12 @@
 """The timer poller: waits for the earliest due wake-up and sends it, with no ETA.
 
-Many workers may run one each: claims are atomic and at-least-once (a claimed timer is
-pushed back by ``REDO_MS``, then removed once its message is published; a run's timer and an
-event's routing timer are left pushed back, as a safety net that the run's own progress, or
-the routing's completion, moves or removes: a routing task is acknowledged even when its
-process dies), and every wake-up is idempotent. Unless ``steps_publish_from_client`` is set, the pollers also publish the routing
-of newly sent events and the start of newly invoked runs: the caller only writes a due-now
-timer with the event or run, in the same round trip.
+Many workers may run one each: claims are atomic and at-least-once (a claimed timer is pushed
+back by ``REDO_MS``, then removed once its message is published; a run's timer and an event's
+routing timer are left pushed back, as a safety net that the run's own progress, or the
+routing's completion, moves or removes: a routing task is acknowledged even when its process
+dies), and every wake-up is idempotent. Unless ``steps_publish_from_client`` is set, the
+pollers also publish the routing of newly sent events and the start of newly invoked runs: the
+caller only writes a due-now timer with the event or run, in the same round trip.
 
 What one claim brings is grouped: the due runs of one function go in tasks of up to
 ``steps_wake_batch`` runs each, the due routings likewise (a task executes its runs one after
