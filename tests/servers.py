@@ -86,14 +86,31 @@ class RabbitMQServer:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        # the script that started the node exits early (dropping to the rabbitmq user), while
+        # the node itself lives on in its process group: stop the group, not the script
+        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
             try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self._running():
+                time.sleep(0.1)
+            if not self._running():
+                break
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _running(self) -> bool:
+        self.proc.poll()  # reap the script once it exits: a zombie would count as alive
+        return _group_alive(self.proc.pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class SentinelSet:
