@@ -42,6 +42,7 @@ from celery_steps.store.base import (
 from celery_steps.store.redis_client import (
     CLUSTER_SHARDS,
     ThreadConnections,
+    block_limit,
     connect,
     is_cluster,
 )
@@ -90,6 +91,7 @@ class RedisStore(RedisGates, RedisTimers, RedisIndex, StateStore):
         self.keys = KeyLayout(namespace, self._shard_count(shards))
         self.signal_key = self.keys.signal
         self._held = ThreadConnections.over(client)
+        self._block_s = block_limit(client)
         held = None if self._held is None else self._held.client
         self._scripts = {name: GuardedScript(client.register_script(src), self.guard, held)
                          for name, src in _load_scripts().items()}
@@ -347,7 +349,8 @@ class RedisStore(RedisGates, RedisTimers, RedisIndex, StateStore):
     def wait_ended(self, run_id: str, timeout: float) -> None:
         # non-destructive: the element is moved to where it was, so every waiter sees it
         done = self.keys.run_keys(run_id).done
-        self.r.blmove(done, done, max(0.01, timeout), "RIGHT", "LEFT")  # type: ignore[arg-type]
+        block = max(0.01, min(timeout, self._block_s))  # the caller looks again after it
+        self.r.blmove(done, done, block, "RIGHT", "LEFT")  # type: ignore[arg-type]
 
     def notified(self, run_id: str) -> None:
         rk = self.keys.run_keys(run_id)

@@ -106,6 +106,14 @@ def sentinel_client(url: str, options: dict[str, Any],
     return client
 
 
+def block_limit(client: Any) -> float:
+    """The longest one blocking command may wait: well under the client's socket timeout
+    (redis-py 8 sets 5 s by default), or it would read as a dead connection and be retried."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None) or {}
+    timeout = kwargs.get("socket_timeout") or kwargs.get("orig_socket_timeout")
+    return 2.0 if not timeout else max(0.05, min(2.0, float(timeout) / 2))
+
+
 class ThreadConnections:
     """One held connection per thread, for the store's scripts.
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from celery_steps.store.redis import RedisStore
 from tests.store._support import NOW, create, leased
@@ -77,3 +79,19 @@ def test_a_forked_child_uses_its_own_connection(rstore: RedisStore) -> None:
     assert replies == {"ok"}
     steps = set(rstore.load_run(run_id).steps)  # type: ignore[union-attr]
     assert {f"child-{n}" for n in range(300)} | {f"parent-{n}" for n in range(300)} <= steps
+
+
+def test_waiting_for_an_end_longer_than_the_socket_timeout_just_returns(
+        redis_server, namespace) -> None:
+    # given a client whose socket timeout is shorter than the wait (redis-py 8: 5 s default)
+    client = redis.Redis.from_url(redis_server.url(), socket_timeout=0.4)
+    store = RedisStore(client, namespace=namespace)
+    run_id, _ = leased(store)
+    try:
+        # when a caller waits 1.5 s for a run that does not end
+        started = time.monotonic()
+        store.wait_ended(run_id, 1.5)
+        # then the wait returns (the caller looks again) instead of a dead-connection error
+        assert time.monotonic() - started < 1.5
+    finally:
+        store.close()
