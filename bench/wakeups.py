@@ -9,7 +9,7 @@ It starts its own throwaway ``redis-server`` (free TCP port, no persistence, kil
 and, for each scenario, fresh ``celery -A bench.wake_app worker -P prefork`` processes (one
 *node* is one such process with its pool; ``--concurrency`` children each, default the
 number of CPUs) in a fresh namespace, always killed afterwards. Every scenario runs twice in
-the same invocation: with the wake path under test (the settings' defaults) and with the
+the same invocation: with the wake path under test (own-pool hand-off, batches of 20) and the
 baseline, ``steps_wake_batch = 1`` and ``steps_wake_local = False``: one Celery task per
 wake-up, through the broker.
 
@@ -51,6 +51,7 @@ from bench.wake_app import make_app
 from celery_steps.runtime.runs import run_id_for
 
 BASELINE = {"steps_wake_batch": 1, "steps_wake_local": False}
+NEW = {"steps_wake_batch": 20}  # own-pool hand-off (the default) with batches of 20
 LATENESS_TARGET_MS = 50.0
 ALL_RESUMED_TARGET_S = 2.0
 EVENT_TARGET_MS = 10.0
@@ -231,7 +232,7 @@ def _run(url: str, one: int, two: int, args: argparse.Namespace, logs: Path) -> 
     print(f"# celery-steps wake-ups  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cpu, "
           f"Python {sys.version.split()[0]}, redis {info['redis_version']}, prefork nodes "
           f"of {args.concurrency} processes, load {load[0]:.2f}; worker logs in {logs})")
-    variants = [("new", {})] if args.new_only else [("baseline", BASELINE), ("new", {})]
+    variants = [("new", NEW)] if args.new_only else [("baseline", BASELINE), ("new", NEW)]
     rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     if args.only != "events":

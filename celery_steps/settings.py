@@ -38,8 +38,9 @@ class Settings:
     timer_poller: bool = True
     timer_batch: int = 500
     # At most this many due runs of one function (or event routings) per Celery task the
-    # timer pollers send; 1: one task per wake-up
-    wake_batch: int = 20
+    # timer pollers send; 1 (the default): one task per run, as Celery signals, Flower and
+    # result hooks expect
+    wake_batch: int = 1
     # A worker whose poller claims due wake-ups executes those it has room for itself, handing
     # them to its own pool without a broker round trip (prefork and threads pools)
     wake_local: bool = True

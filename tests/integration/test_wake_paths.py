@@ -83,7 +83,8 @@ def test_without_local_wake_ups_due_runs_are_published_in_batches(
 ) -> None:
     # given 8 sleepers due at the same moment and a worker of 4 threads
     app, steps = redis_app(redis_server.url(), deployment.broker,
-                           steps_store_url=deployment.store, steps_wake_local=False)
+                           steps_store_url=deployment.store, steps_wake_local=False,
+                           steps_wake_batch=20)
     declare_sleepers(steps, datetime.now(timezone.utc) + timedelta(seconds=4))
     with running_worker(app, concurrency=4):
         run_ids = start_sleepers(steps, 8)
