@@ -81,7 +81,7 @@ def dispatch_claimed(life: Lifecycle, claimed: Claimed, local: LocalPool | None 
     acknowledge: the parallel branches the broker accepted."""
     size = int(life.settings.wake_batch)
     runs: dict[str, list[str]] = {}
-    routes: dict[str, int] = {}
+    routes: list[str] = []
     others: Claimed = []
     for member, score in claimed:
         kind, _, rest = member.partition("|")
@@ -89,7 +89,7 @@ def dispatch_claimed(life: Lifecycle, claimed: Claimed, local: LocalPool | None 
             function_id, _, run_id = rest.partition("|")
             runs.setdefault(function_id, []).append(run_id)
         elif kind == "e":
-            routes[rest] = score
+            routes.append(rest)
         else:
             others.append((member, score))
     done: Claimed = []
@@ -102,7 +102,7 @@ def dispatch_claimed(life: Lifecycle, claimed: Claimed, local: LocalPool | None 
         if routes:
             here = local if local is not None and local.takes_routes() else None
             # not acknowledged: the timer fires again if the routing never completes
-            _send(list(routes), size, spread, room, what="routings",
+            _send(routes, size, spread, room, what="routings",
                   local=None if here is None else lambda ids: here.publish_route(*ids),
                   broker=lambda ids: publisher.publish_route(*ids))
         for member, score in others:
