@@ -34,6 +34,9 @@ class Settings:
     event_dedupe_window: float = 24 * 3600.0
     lease_ttl: float = 10.0
     start_watchdog: float = 300.0
+    # A run_task task not seen running this long after it was sent (the broker lost it, or
+    # the process running it died) is sent again; then twice as long, and so on
+    run_task_resend_after: float = 300.0
     route_sweep_after: float = 120.0
     timer_poller: bool = True
     timer_batch: int = 500
@@ -68,7 +71,8 @@ class Settings:
 
     def check(self) -> None:
         numeric = ("event_max_bytes", "retry_backoff_base", "retry_backoff_max", "run_retention",
-                   "lease_ttl", "start_watchdog", "route_sweep_after", "timer_batch",
+                   "lease_ttl", "start_watchdog", "run_task_resend_after", "route_sweep_after",
+                   "timer_batch",
                    "wake_batch",
                    "step_max_bytes", "run_max_steps", "run_max_state_bytes")
         for name in numeric:

@@ -69,6 +69,11 @@ class Heartbeat:
     def interval(self) -> float:
         return self._lease_ms / 5000
 
+    def process(self) -> str:
+        """This process's id (``host:pid:start``), its key made alive first."""
+        self.ensure()
+        return self._proc
+
     def new_holder(self) -> str:
         """A fresh holder for one execution in this process (``token@proc``)."""
         self.ensure()

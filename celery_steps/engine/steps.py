@@ -343,13 +343,16 @@ class StepTools:
             self._wait_checked(key, state, now)
         return self._replayed(key, self._resolve(key, {**state, **child_state, "ended_at": now}))
 
-    def _wait_checked(self, key: str, state: dict[str, Any], now: int) -> NoReturn:
+    def _wait_checked(self, key: str, state: dict[str, Any], now: int,
+                      due: int | None = None) -> NoReturn:
         """Suspend a waiting ``invoke``/``run_task``: woken when the awaited run or task ends,
-        and also now and then to look for itself, in case that notice was lost."""
+        and also now and then to look for itself, in case that notice was lost (and at
+        ``due`` if sooner)."""
         checks = int(state.get("checks", 0))
-        check_at = now + min(CHECK_MAX_MS, CHECK_FIRST_MS * 2 ** min(checks, 16))
-        timeout = state.get("wake_at")
-        wake_at = check_at if timeout is None else min(int(timeout), check_at)
+        wake_at = now + min(CHECK_MAX_MS, CHECK_FIRST_MS * 2 ** min(checks, 16))
+        for sooner in (state.get("wake_at"), due):
+            if sooner is not None:
+                wake_at = min(wake_at, int(sooner))
         raise self._suspend("waiting", wake_at, key, {**state, "checks": checks + 1})
 
     def parallel(self, callables: Sequence[Callable[[], Any]]) -> tuple[Any, ...]:
@@ -370,26 +373,41 @@ class StepTools:
                   args: Any, kwargs: Any) -> Any:
         now = self._now()
         send = (task, args, kwargs)
+        due = None
         if state is None:
             # recorded (under the holder's fence) before the task goes out
             state = self._remember(key, {
                 "op": "run_task", "pos": pos, "status": "waiting", "started_at": now,
                 "task_id": task_run_id(self._scope.run.id, key), "attempts": 1,
                 "wake_at": None, "sent": False})
-            state = self._send_task(key, state, send)
+            state = self._send_task(key, state, send, now)
         elif not state.get("sent"):
             state = self._resend_task(key, state, send, now)
         elif state["status"] not in FINAL:  # woken to look: did its result notice get lost?
             seen = self._scope.services.task_outcome(state["task_id"])
             if seen is not None and seen["status"] in FINAL:
                 state = self._resolve(key, {**state, **seen, "ended_at": now})
+            elif seen is None or not seen.get("alive", True):
+                # never seen starting (the broker lost it), or its process died running it
+                due = self._resend_at(state)
+                if now >= due:
+                    state = self._send_task(key, state, send, now)
+                    due = self._resend_at(state)
         if state["status"] in FINAL:
             return self._replayed(key, state)
-        self._wait_checked(key, state, now)
+        self._wait_checked(key, state, now, due)
 
-    def _send_task(self, key: str, state: dict[str, Any], send: tuple[Any, Any, Any]) -> dict[
-        str, Any
-    ]:
+    def _resend_at(self, state: dict[str, Any]) -> int:
+        """When a task not seen running is sent again: ``steps_run_task_resend_after`` after
+        it was last sent, doubling with each send."""
+        after = float(self._scope.settings.run_task_resend_after) * 1000
+        sends = max(1, int(state.get("sends", 1)))
+        last = int(state.get("sent_at", state["started_at"]))
+        return last + int(min(after * 2 ** min(sends - 1, 16), CHECK_MAX_MS))
+
+    def _send_task(self, key: str, state: dict[str, Any], send: tuple[Any, Any, Any],
+                   now: int) -> dict[str, Any]:
+        """Publish the task (again, at least once, if it was lost); the checks start over."""
         task, args, kwargs = send
         try:
             self._scope.services.send_task_step(self._scope.run, task, args, kwargs, key)
@@ -397,27 +415,26 @@ class StepTools:
             self._remember(key, {**state, "refused": True})
             raise
         crash_point("run_task.after_publish", key)
-        return self._remember(key, {**state, "sent": True, "refused": False})
+        sends = int(state.get("sends", 0)) + 1 if state.get("sent") else 1
+        return self._remember(key, {**state, "sent": True, "refused": False, "sent_at": now,
+                                    "sends": sends, "checks": 0})
 
     def _resend_task(self, key: str, state: dict[str, Any], send: tuple[Any, Any, Any],
                      now: int) -> dict[str, Any]:
         """The last execution died around the publish: it may or may not have gone out."""
         if state.get("refused"):
-            return self._send_task(key, state, send)
+            return self._send_task(key, state, send, now)
         seen = self._scope.services.task_outcome(state["task_id"])
         if seen is not None:  # it went out: started or ended
             return self._remember(key, {**state, "sent": True})
-        resend_at = int(state["started_at"]) + RESEND_AFTER_MS
+        resend_at = self._resend_at(state)
         if now >= resend_at:  # not seen after a long while: it was lost (at least once)
-            return self._send_task(key, state, send)
+            return self._send_task(key, state, send, now)
         raise self._suspend("waiting", resend_at, key, state)
 
 
 CHECK_FIRST_MS = 10_000
 CHECK_MAX_MS = 3_600_000
-# A run_task publish whose fate is unknown (the process died around it) is sent again only if
-# the task has not been seen starting or ending this long after the first try.
-RESEND_AFTER_MS = 300_000
 
 
 def _checked(build: Callable[[], T]) -> T:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_prerun
+from celery.signals import task_failure, task_prerun, task_success
 
 from celery_steps.engine.steps import TASK_ID_PREFIX
 from celery_steps.errors import error_dict
@@ -76,14 +76,40 @@ def install(app: Celery, runtime: Runtime) -> None:
     app.steps["consumer"].add(LocalPoolStep)  # due wake-ups without the broker (bootstep)
     add_worker_option(app)
 
+    def awaited(sender: Any, task_id: str) -> bool:
+        """Whether this is a task of ``app`` that a ``run_task`` step awaits."""
+        return task_id.startswith(TASK_ID_PREFIX) and getattr(sender, "app", None) is app
+
     @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
     def note_task_started(sender: Any = None, task_id: str = "", **kwargs: Any) -> None:
-        """A ``run_task`` task started: it was published, never send it again."""
-        if task_id.startswith(TASK_ID_PREFIX) and getattr(sender, "app", None) is app:
+        """A ``run_task`` task started: not sent again while this process lives."""
+        if awaited(sender, task_id):
             try:
                 runtime.task_started(task_id)
             except Exception:  # only a resend safety net: never fail the user's task
                 log.warning("could not record the start of task %s", task_id, exc_info=True)
+
+    @task_success.connect(weak=False)  # type: ignore[untyped-decorator]
+    def note_task_completed(sender: Any = None, result: Any = None, **kwargs: Any) -> None:
+        task_id = str(getattr(getattr(sender, "request", None), "id", None) or "")
+        if awaited(sender, task_id):
+            note_end(task_id, {"status": "completed", "result": result})
+
+    @task_failure.connect(weak=False)  # type: ignore[untyped-decorator]
+    def note_task_failed(sender: Any = None, task_id: str = "", exception: Any = None,
+                         einfo: Any = None, **kwargs: Any) -> None:
+        if awaited(sender, task_id) and isinstance(exception, BaseException):
+            text = getattr(einfo, "traceback", None)
+            error = error_dict(exception, traceback=text if isinstance(text, str) else None)
+            note_end(task_id, {"status": "failed", "error": error})
+
+    def note_end(task_id: str, outcome: dict[str, Any]) -> None:
+        """Keep a ``run_task`` task's outcome in the store: the step finds it there if the
+        message reporting it is lost (no result backend needed)."""
+        try:
+            runtime.task_ended(task_id, outcome)
+        except Exception:  # the task_done message still reports it
+            log.warning("could not record the end of task %s", task_id, exc_info=True)
 
     @app.on_after_configure.connect(weak=False)  # type: ignore[untyped-decorator]
     def route_declared_queues(sender: Any, **kwargs: Any) -> None:

@@ -16,15 +16,22 @@ from typing import Any
 
 from celery_steps.clock import ms_to_datetime
 from celery_steps.engine.executor import Executor
+from celery_steps.engine.serialization import round_trip
 from celery_steps.engine.steps import child_run_id, derived_id, task_run_id
-from celery_steps.errors import EventNotFound, RunFailedError, RunNotFound
+from celery_steps.errors import (
+    EventNotFound,
+    RunFailedError,
+    RunNotFound,
+    SerializationError,
+    error_dict,
+)
 from celery_steps.events import Event, build_events
 from celery_steps.faults import crash_point
 from celery_steps.functions import Function
 from celery_steps.runs import EventInfo, Run, SkippedStart
 from celery_steps.runtime.lifecycle import Lifecycle
 from celery_steps.runtime.routing import route_event
-from celery_steps.store.base import RunRecord
+from celery_steps.store.base import FINAL, RunRecord
 from celery_steps.store.records import to_run
 
 log = logging.getLogger("celery_steps")
@@ -139,17 +146,41 @@ class Runtime(Lifecycle):
         self.transport.send_branch(function_id, run_id, step_key)
 
     def task_outcome(self, task_id: str) -> dict[str, Any] | None:
-        """What is known of a ``run_task`` Celery task: its result from the result backend,
-        else whether a worker started it; None when nothing is known."""
+        """What is known of a ``run_task`` Celery task: how it ended (as the worker that ran
+        it recorded, else as the result backend has it), else that it started, with whether
+        the process that started it is still alive (``alive``); None when nothing is."""
+        seen = self.store.task_outcome(task_id)
+        if seen is not None and seen["status"] in FINAL:
+            return seen
         result = self.transport.task_result(task_id)
         if result is not None:
             return result
-        return {"status": "started"} if self.store.task_started(task_id) else None
+        if seen is None:
+            return None
+        proc = seen.get("proc")
+        return {"status": "started", "alive": proc is None or self.store.proc_alive(proc)}
 
     def task_started(self, task_id: str) -> None:
-        """A worker started a ``run_task`` task (so it is never sent again)."""
-        ttl = int(float(self.settings.run_retention) * 1000)
-        self.store.note_task_started(task_id, ttl_ms=ttl)
+        """A worker started a ``run_task`` task here (so it is not sent again while this
+        process lives)."""
+        self.store.note_task(task_id, {"status": "started",
+                                       "proc": self.executor.heartbeat.process()},
+                             ttl_ms=self._task_mark_ms())
+
+    def task_ended(self, task_id: str, outcome: dict[str, Any]) -> None:
+        """A ``run_task`` task ended here: its outcome is kept in the store, where the step's
+        safety check finds it if the message reporting it (``task_done``) is lost."""
+        if outcome["status"] == "completed":
+            try:
+                result, _ = round_trip(outcome["result"], what=f"the result of task {task_id}",
+                                       max_depth=self.settings.json_max_depth)
+                outcome = {**outcome, "result": result}
+            except SerializationError as exc:  # the step fails with this, not a hang
+                outcome = {"status": "failed", "error": error_dict(exc)}
+        self.store.note_task(task_id, outcome, ttl_ms=self._task_mark_ms())
+
+    def _task_mark_ms(self) -> int:
+        return int(float(self.settings.run_retention) * 1000)
 
     # -- crons ------------------------------------------------------------------------------
     def start_cron_run(self, fn: Function, event: Event) -> str | None:

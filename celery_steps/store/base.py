@@ -392,11 +392,19 @@ class StateStore(abc.ABC):
     def release_branch(self, run_id: str, step_key: str, holder: str) -> None: ...
 
     @abc.abstractmethod
-    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
-        """A worker started the ``run_task`` Celery task ``task_id``."""
+    def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
+        """Record what a worker knows of the ``run_task`` Celery task ``task_id``:
+        ``{"status": "started", "proc": ...}`` when it starts it (each start replaces the
+        last), or how it ended (``completed`` with ``result``, ``failed`` with ``error``),
+        which no later start replaces. Kept ``ttl_ms``."""
 
     @abc.abstractmethod
-    def task_started(self, task_id: str) -> bool: ...
+    def task_outcome(self, task_id: str) -> dict[str, Any] | None:
+        """How the task ended if a worker recorded it, else its last start, else None."""
+
+    @abc.abstractmethod
+    def proc_alive(self, proc: str) -> bool:
+        """Whether process ``proc``'s key is alive (its heartbeat beats)."""
 
     # -- flow control -------------------------------------------------------------------
     @abc.abstractmethod

@@ -74,7 +74,8 @@ class MemoryStore(MemoryTimers, StateStore):
         self._functions: set[str] = set()
         self._procs: dict[str, int] = {}  # live process -> until
         self._holding: dict[str, list[str]] = {}  # live process -> timers of its runs
-        self._tasks: dict[str, int] = {}  # run_task task seen starting -> until
+        # (run_task task id, "started" | "ended") -> (until, what a worker recorded)
+        self._tasks: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._gates = GateBook()
         self._singletons: dict[str, tuple[str, int]] = {}  # gate -> (run, claimed at)
         self._pending: dict[str, str] = {}  # debounce/batch gate -> run collecting events
@@ -413,13 +414,22 @@ class MemoryStore(MemoryTimers, StateStore):
             if entry is not None and entry.branches.get(step_key, ("", 0))[0] == holder:
                 del entry.branches[step_key]
 
-    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
+    def proc_alive(self, proc: str) -> bool:
         with self._lock:
-            self._tasks[task_id] = self._now() + ttl_ms
+            return self._procs.get(proc, 0) > self._now()
 
-    def task_started(self, task_id: str) -> bool:
+    def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
+        kind = "started" if outcome.get("status") == "started" else "ended"
         with self._lock:
-            return self._tasks.get(task_id, 0) > self._now()
+            self._tasks[(task_id, kind)] = (self._now() + ttl_ms, copy.deepcopy(outcome))
+
+    def task_outcome(self, task_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            for kind in ("ended", "started"):
+                until, outcome = self._tasks.get((task_id, kind), (0, {}))
+                if until > self._now():
+                    return copy.deepcopy(outcome)
+            return None
 
     # -- flow control -------------------------------------------------------------------
     def admit_rate(self, gate: str, *, limit: int, period_ms: int, now: int) -> bool:

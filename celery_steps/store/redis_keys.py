@@ -68,7 +68,10 @@ Global (one key each, anywhere in a cluster):
                                                 its heartbeat: the timer members it holds (JSON)
 ``<ns>:procs:<host>``                   set     the processes of a host that beat for
                                                 themselves (a worker on the host reaps the dead)
-``<ns>:task:<task_id>``                 string  a ``run_task`` task a worker started
+``<ns>:task:<task_id>``                 string  a ``run_task`` task a worker started:
+                                                ``{"status": "started", "proc": ...}``
+``<ns>:task-end:<task_id>``             string  how that task ended (JSON: ``status`` and
+                                                ``result`` or ``error``)
 ``<ns>:gate:...``                       \\-      flow-control gates (see ``redis_gates.py``):
                                                 ``conc:{fn:<fn>:<key>}`` (+ ``:q``, ``:qx``,
                                                 ``:qn``), ``throttle:{fn:...}``, ``rate:...``,
@@ -82,7 +85,7 @@ Global (one key each, anywhere in a cluster):
 What expires: ended runs (every key of the run) after ``steps_run_retention``; events after
 the dedupe window (past their due time when delayed); routing records with their event;
 process keys after ``steps_lease_ttl`` unless beaten; rate and throttle gates after their
-period; ``run_task`` marks after the retention; singleton and pending gates when their run
+period; ``run_task`` starts and ends after the retention; singleton and pending gates when their run
 ends or starts. What is trimmed: the run indexes, by a timer poller's sweep every 10 minutes
 (entries of runs that expired), and the host process registries, when a worker reaps a dead
 process. What stays, bounded by the code rather than the data: the function sets and, per
@@ -196,3 +199,6 @@ class KeyLayout:
 
     def task(self, task_id: str) -> str:
         return f"{self.ns}:task:{task_id}"
+
+    def task_end(self, task_id: str) -> str:
+        return f"{self.ns}:task-end:{task_id}"

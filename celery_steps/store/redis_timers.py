@@ -156,8 +156,19 @@ class RedisTimers:
     def host_procs(self, host: str) -> list[str]:
         return sorted(s(p) for p in self.r.smembers(self.keys.host(host)))
 
-    def note_task_started(self, task_id: str, *, ttl_ms: int) -> None:
-        self.r.set(self.keys.task(task_id), "1", px=ttl_ms)
+    def proc_alive(self, proc: str) -> bool:
+        return bool(self.r.exists(self.keys.proc(proc)))
 
-    def task_started(self, task_id: str) -> bool:
-        return bool(self.r.exists(self.keys.task(task_id)))
+    def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
+        ended = outcome.get("status") != "started"
+        key = self.keys.task_end(task_id) if ended else self.keys.task(task_id)
+        self.r.set(key, dumps(outcome), px=ttl_ms)
+
+    def task_outcome(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.keys.task_end(task_id)) or self.r.get(self.keys.task(task_id))
+        if raw is None:
+            return None
+        if raw in (b"1", "1"):  # a start recorded before starts named their process
+            return {"status": "started"}
+        value: dict[str, Any] = json.loads(raw)
+        return value

@@ -80,3 +80,58 @@ def test_a_run_task_step_whose_completion_message_is_lost_still_resumes_its_run(
     assert run.status == "completed"
     assert run.output == 42
     assert app.count("user-task") == 1
+
+
+def test_a_task_message_the_broker_lost_before_any_worker_took_it_is_sent_again(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # given a run waiting on its run_task step, whose task message is lost from the broker
+    # before any worker took it (a Redis broker restarted without it, say)
+    cluster = cluster_factory(steps_lease_ttl=LEASE_TTL, steps_run_task_resend_after=3)
+    app = cluster.app
+    cluster.start_worker("runs", queues=[cluster.ns])
+    cluster.wait_ready("runs")
+    [event_id] = app.steps.send("dur/task-caller")
+    [run] = app.steps.runs_for_event(event_id)
+    wait_until(lambda: app.store.llen(app.TASKS_QUEUE) == 1, timeout=20,
+               message="the user's task to be published")
+    assert app.store.delete(app.TASKS_QUEUE) == 1
+
+    # when a worker consumes the tasks queue
+    cluster.start_worker("tasks", queues=[app.TASKS_QUEUE])
+
+    # then the step sends the task again (steps_run_task_resend_after later) and completes,
+    # the user's task having run once
+    run = app.steps.wait_for_run(run.id, timeout=40)
+    drain_tasks_queue(cluster)
+    assert run.status == "completed"
+    assert run.output == 42
+    assert app.count("user-task") == 1
+
+
+def test_a_task_whose_worker_died_while_running_it_is_sent_again(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    # given a run waiting on a user's task that is acknowledged when it starts (Celery's
+    # default), running on a worker that is SIGKILLed in the middle of it
+    cluster = cluster_factory(steps_lease_ttl=LEASE_TTL, steps_run_task_resend_after=3)
+    app = cluster.app
+    cluster.start_worker("runs", queues=[cluster.ns])
+    doomed = cluster.start_worker("tasks", queues=[app.TASKS_QUEUE])
+    cluster.wait_ready("runs")
+    cluster.wait_ready("tasks")
+    [event_id] = app.steps.send("dur/slow-task-caller", data={"seconds": 6})
+    [run] = app.steps.runs_for_event(event_id)
+    wait_until(lambda: app.count("slow-user-task") == 1, timeout=20,
+               message="the user's task to start")
+    cluster.kill(doomed)
+
+    # when another worker consumes the tasks queue
+    cluster.start_worker("tasks-2", queues=[app.TASKS_QUEUE])
+
+    # then the step's check sees the task's process dead, sends it again, and the run
+    # completes (the task ran twice: run_task is at least once)
+    run = app.steps.wait_for_run(run.id, timeout=45)
+    assert run.status == "completed"
+    assert run.output == 42
+    assert app.count("slow-user-task") == 2

@@ -1,10 +1,9 @@
 """``run_task`` without a result backend, when the message carrying the task's outcome is lost.
 
-Open (an xfail until fixed): the task's outcome travels only in the ``celery_steps.task_done``
-message; the step's safety check (``Runtime.task_outcome``) can only read a result backend,
-finds none, sees the task started, and the run waits forever. Found by the chaos suite
-(tests/chaos) when it ran without a result backend: a whole worker killed 33 ms after the
-user's task succeeded left the order run waiting at its ``run_task`` step.
+Found by the chaos suite (tests/chaos) when it ran without a result backend: a whole worker
+killed 33 ms after the user's task succeeded left the order run waiting at its ``run_task``
+step, its outcome having travelled only in the ``celery_steps.task_done`` message. The worker
+that runs the task now also keeps its outcome in the store, where the step's check finds it.
 """
 
 from __future__ import annotations
@@ -22,11 +21,7 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 1.0
 
 
-@pytest.mark.timeout(300)  # a worker subprocess, then up to 55 s of waiting: slow on 2 busy cores
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "run_task without a result backend: the task's outcome is only in the task_done message; "
-    "when it is lost, Runtime.task_outcome finds no result backend to read, sees the task "
-    "'started', and the run waits forever"))
+@pytest.mark.timeout(300)  # a worker subprocess, then up to 35 s of waiting
 def test_a_run_task_step_whose_completion_message_is_lost_resumes_without_a_result_backend(
     cluster_factory: Callable[..., Cluster],  # noqa: F811
 ) -> None:
@@ -45,7 +40,8 @@ def test_a_run_task_step_whose_completion_message_is_lost_resumes_without_a_resu
         wait_until(lambda: app.count("user-task") == 1, timeout=20,
                    message="the user's task to run")
 
-        # then the run still completes (its safety checks run at 10 s and 30 s)
+        # then the run still completes: its first check (10 s after) finds the outcome in
+        # the store
         run = app.steps.wait_for_run(run.id, timeout=35)
     finally:
         app.store.delete(void)

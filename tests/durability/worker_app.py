@@ -26,6 +26,7 @@ URL = os.environ.get("DUR_REDIS_URL", "redis://127.0.0.1:6379/0")
 NS = os.environ.get("DUR_NAMESPACE", "dur")
 TASKS_QUEUE = f"{NS}-tasks"  # the users' own Celery tasks (run_task) run from this queue
 USER_TASK = "dur.user_task"
+SLOW_USER_TASK = "dur.slow_user_task"
 SENTINEL_TASK = "dur.sentinel"
 BACKTRACKING = r"a*a*a*b"  # on "a" * n: cubic backtracking, one C call that holds the GIL
 
@@ -34,7 +35,8 @@ _conf: dict[str, Any] = json.loads(os.environ.get("DUR_CONF") or "{}")
 app.conf.update(
     steps_namespace=NS,
     task_default_queue=NS,
-    task_routes={USER_TASK: {"queue": TASKS_QUEUE}, SENTINEL_TASK: {"queue": TASKS_QUEUE},
+    task_routes={USER_TASK: {"queue": TASKS_QUEUE}, SLOW_USER_TASK: {"queue": TASKS_QUEUE},
+                 SENTINEL_TASK: {"queue": TASKS_QUEUE},
                  **_conf.pop("task_routes", {})},
     steps_retry_backoff_base=0.05,
     steps_retry_backoff_max=0.5,
@@ -84,6 +86,15 @@ def user_task(x: int) -> int:
     return x * 2
 
 
+@app.task(name=SLOW_USER_TASK, shared=False)  # type: ignore[untyped-decorator]
+def slow_user_task(x: int, seconds: float) -> int:
+    """A user's task that takes a while (acknowledged when it starts: Celery's default, so a
+    worker killed while it runs loses it)."""
+    bump("slow-user-task")
+    time.sleep(seconds)
+    return x * 2
+
+
 @app.task(name=SENTINEL_TASK, shared=False)  # type: ignore[untyped-decorator]
 def sentinel(token: str) -> None:
     """Executed after every message queued before it on the tasks queue (one solo worker)."""
@@ -117,6 +128,11 @@ def fan_out(ctx: Context) -> list[str]:
 @steps.function(id="task-caller", trigger="dur/task-caller", retries=2)
 def task_caller(ctx: Context) -> int:
     return int(ctx.step.run_task("call", user_task, 21))
+
+
+@steps.function(id="slow-task-caller", trigger="dur/slow-task-caller", retries=2)
+def slow_task_caller(ctx: Context) -> int:
+    return int(ctx.step.run_task("call", slow_user_task, 21, ctx.event.data["seconds"]))
 
 
 @steps.function(id="child", trigger="dur/child", retries=0)

@@ -94,3 +94,28 @@ def test_skipped_starts_are_forgotten_with_the_routed_runs(store, aging_clock):
     aging_clock.advance(DAY / 1000 + 1)
     assert store.routed_runs(event_id) is None
     assert store.skipped_starts(event_id) == []
+
+
+def test_a_run_task_tasks_end_outlives_later_starts_and_both_expire(store, aging_clock):
+    # given a run_task task started by one process, then by another (a redelivery)
+    task_id = new_id("task")
+    assert store.task_outcome(task_id) is None
+    store.note_task(task_id, {"status": "started", "proc": "p1"}, ttl_ms=DAY)
+    store.note_task(task_id, {"status": "started", "proc": "p2"}, ttl_ms=DAY)
+    assert store.task_outcome(task_id) == {"status": "started", "proc": "p2"}
+    # when it ends, and a late duplicate delivery starts it again
+    store.note_task(task_id, {"status": "completed", "result": {"n": 1}}, ttl_ms=DAY)
+    store.note_task(task_id, {"status": "started", "proc": "p3"}, ttl_ms=DAY)
+    # then its end is what is known of it, until the TTL forgets both
+    assert store.task_outcome(task_id) == {"status": "completed", "result": {"n": 1}}
+    aging_clock.advance(DAY / 1000 + 1)
+    assert store.task_outcome(task_id) is None
+
+
+def test_a_process_is_alive_while_its_key_is(store, aging_clock):
+    proc = f"proc-{new_id()}"
+    assert store.proc_alive(proc) is False
+    store.beat(proc, ttl_ms=30_000, holding=[])
+    assert store.proc_alive(proc) is True
+    aging_clock.advance(31)
+    assert store.proc_alive(proc) is False
