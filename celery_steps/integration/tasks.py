@@ -9,7 +9,6 @@ from celery import Celery, Task
 from celery.signals import task_failure, task_prerun, task_success
 
 from celery_steps.engine.steps import TASK_ID_PREFIX
-from celery_steps.errors import error_dict
 from celery_steps.functions import Function
 from celery_steps.integration import control  # noqa: F401 (registers the steps_clock command)
 from celery_steps.integration.beat import (
@@ -33,6 +32,7 @@ from celery_steps.integration.transport import (
     ROUTE_TASK,
     TASK_DONE,
     TASK_FAILED,
+    task_failure_outcome,
 )
 from celery_steps.runtime import Runtime
 
@@ -66,9 +66,13 @@ def install(app: Celery, runtime: Runtime) -> None:
     @app.task(name=TASK_FAILED, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def task_failed(request: Any, exc: Any, traceback: Any, run_id: str, function_id: str,
                     step_key: str) -> None:
-        error = error_dict(exc, traceback=traceback if isinstance(traceback, str) else None)
-        runtime.resolve_task_step(run_id, function_id, step_key, {"status": "failed",
-                                                                   "error": error})
+        outcome = task_failure_outcome(
+            exc, traceback=traceback if isinstance(traceback, str) else None)
+        if outcome["status"] == "lost":  # the step's check sends the task again
+            log.warning("task %s of run %s failed for the broker being unreachable: %s",
+                        step_key, run_id, exc)
+            return
+        runtime.resolve_task_step(run_id, function_id, step_key, outcome)
 
     app.steps["worker"].add(TimerPollerStep)
     app.steps["worker"].add(ChildHeartbeatStep)
@@ -100,8 +104,8 @@ def install(app: Celery, runtime: Runtime) -> None:
                          einfo: Any = None, **kwargs: Any) -> None:
         if awaited(sender, task_id) and isinstance(exception, BaseException):
             text = getattr(einfo, "traceback", None)
-            error = error_dict(exception, traceback=text if isinstance(text, str) else None)
-            note_end(task_id, {"status": "failed", "error": error})
+            note_end(task_id, task_failure_outcome(
+                exception, traceback=text if isinstance(text, str) else None))
 
     def note_end(task_id: str, outcome: dict[str, Any]) -> None:
         """Keep a ``run_task`` task's outcome in the store: the step finds it there if the

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery, states
 from celery.backends.base import DisabledBackend
+from kombu.exceptions import OperationalError
 
 from celery_steps.errors import ConfigurationError, error_dict
 from celery_steps.functions import TASK_PREFIX, Registry
@@ -33,6 +34,16 @@ def broker_priority(seconds: int, driver: str | None) -> int | None:
     if driver in AMQP_DRIVERS:
         return 5 + round(seconds * 4 / 600)
     return None
+
+
+def task_failure_outcome(exc: BaseException, *, traceback: str | None = None) -> dict[str, Any]:
+    """What a ``run_task`` task's failure means for its step: ``failed`` with the error, or
+    ``lost`` when Celery failed it for the broker being unreachable (the task's own code may
+    have succeeded: Celery fails a task whose callbacks it could not publish); the step then
+    sends it again, as it does a lost message."""
+    if isinstance(exc, OperationalError):
+        return {"status": "lost"}
+    return {"status": "failed", "error": error_dict(exc, traceback=traceback)}
 
 
 class CeleryPublisher:
@@ -103,7 +114,7 @@ class CeleryTransport(CeleryPublisher):
         if state == states.SUCCESS:
             return {"status": "completed", "result": result.result}
         if state in states.PROPAGATE_STATES:
-            return {"status": "failed", "error": error_dict(result.result)}
+            return task_failure_outcome(result.result)
         return None
 
     def send_task(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *,

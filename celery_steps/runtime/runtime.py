@@ -155,8 +155,8 @@ class Runtime(Lifecycle):
         result = self.transport.task_result(task_id)
         if result is not None:
             return result
-        if seen is None:
-            return None
+        if seen is None or seen["status"] != "started":  # unknown, or lost (sent again)
+            return None if seen is None else {**seen, "alive": False}
         proc = seen.get("proc")
         return {"status": "started", "alive": proc is None or self.store.proc_alive(proc)}
 
@@ -169,7 +169,8 @@ class Runtime(Lifecycle):
 
     def task_ended(self, task_id: str, outcome: dict[str, Any]) -> None:
         """A ``run_task`` task ended here: its outcome is kept in the store, where the step's
-        safety check finds it if the message reporting it (``task_done``) is lost."""
+        safety check finds it if the message reporting it (``task_done``) is lost. A
+        ``lost`` outcome (Celery failed it for the broker) has the step send it again."""
         if outcome["status"] == "completed":
             try:
                 result, _ = round_trip(outcome["result"], what=f"the result of task {task_id}",

@@ -394,9 +394,10 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
         """Record what a worker knows of the ``run_task`` Celery task ``task_id``:
-        ``{"status": "started", "proc": ...}`` when it starts it (each start replaces the
-        last), or how it ended (``completed`` with ``result``, ``failed`` with ``error``),
-        which no later start replaces. Kept ``ttl_ms``."""
+        ``{"status": "started", "proc": ...}`` when it starts it, ``{"status": "lost"}``
+        when Celery failed it for the broker (each replaces the last), or how it ended
+        (``completed`` with ``result``, ``failed`` with ``error``), which nothing later
+        replaces. Kept ``ttl_ms``."""
 
     @abc.abstractmethod
     def task_outcome(self, task_id: str) -> dict[str, Any] | None:

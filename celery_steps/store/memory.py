@@ -419,7 +419,7 @@ class MemoryStore(MemoryTimers, StateStore):
             return self._procs.get(proc, 0) > self._now()
 
     def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
-        kind = "started" if outcome.get("status") == "started" else "ended"
+        kind = "ended" if outcome.get("status") in FINAL else "started"
         with self._lock:
             self._tasks[(task_id, kind)] = (self._now() + ttl_ms, copy.deepcopy(outcome))
 

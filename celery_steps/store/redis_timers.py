@@ -20,7 +20,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from celery_steps.store.base import proc_host
+from celery_steps.store.base import FINAL, proc_host
 from celery_steps.store.redis_keys import KeyLayout
 from celery_steps.store.redis_values import dumps, s
 
@@ -160,7 +160,7 @@ class RedisTimers:
         return bool(self.r.exists(self.keys.proc(proc)))
 
     def note_task(self, task_id: str, outcome: dict[str, Any], *, ttl_ms: int) -> None:
-        ended = outcome.get("status") != "started"
+        ended = outcome.get("status") in FINAL
         key = self.keys.task_end(task_id) if ended else self.keys.task(task_id)
         self.r.set(key, dumps(outcome), px=ttl_ms)
 

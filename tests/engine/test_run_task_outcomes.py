@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from celery.signals import task_failure
+from kombu.exceptions import OperationalError
+
 from celery_steps import CelerySteps
 
 
@@ -39,3 +42,32 @@ def test_a_task_result_that_is_not_json_is_kept_as_a_failure_naming_it(
     assert outcome is not None and outcome["status"] == "failed"
     assert outcome["error"]["name"] == "SerializationError"
     assert "the result of task task_e is not JSON-serializable" in outcome["error"]["message"]
+
+
+def test_a_task_celery_failed_for_the_broker_being_down_is_lost_not_failed(
+    steps: CelerySteps,
+) -> None:
+    # given a task of the app, whose code succeeded but whose callbacks Celery could not
+    # publish (Redis restarting): Celery fails it with kombu's OperationalError
+    @steps.app.task(name="t.receipt", shared=False)
+    def receipt() -> int:
+        return 1
+
+    task_failure.send(sender=receipt, task_id="task_f",
+                      exception=OperationalError("Redis is loading the dataset in memory"),
+                      einfo=None)
+    # then the step does not fail with it: the task counts as lost, and is sent again
+    assert steps.runtime.task_outcome("task_f") == {"status": "lost", "alive": False}
+
+
+def test_a_task_that_raised_is_recorded_as_failed_with_its_error(steps: CelerySteps) -> None:
+    @steps.app.task(name="t.broken", shared=False)
+    def broken() -> int:
+        raise LookupError("no such order")
+
+    task_failure.send(sender=broken, task_id="task_g", exception=LookupError("no such order"),
+                      einfo=None)
+    outcome = steps.runtime.task_outcome("task_g")
+    assert outcome is not None and outcome["status"] == "failed"
+    assert outcome["error"]["name"] == "LookupError"
+    assert outcome["error"]["message"] == "no such order"
