@@ -6,6 +6,7 @@ Everything here is documented in README.md and docs/; the work happens one layer
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ from celery_steps.options import (
 from celery_steps.runs import EventInfo, Run
 from celery_steps.runtime import Runtime
 from celery_steps.settings import Settings
+from celery_steps.store.base import StateStore
 
 EXTENSION_ATTR = "_celery_steps"
 
@@ -86,6 +88,13 @@ class CelerySteps:
     def clock(self) -> Clock:
         """The one source of time (a ``FakeClock`` in tests)."""
         return self.runtime.clock
+
+    @property
+    def store(self) -> StateStore:
+        """Deprecated: the state store moved below the facade; use ``steps.runtime.store``."""
+        warnings.warn("CelerySteps.store is deprecated: use steps.runtime.store",
+                      DeprecationWarning, stacklevel=2)
+        return self.runtime.store
 
     @property
     def functions(self) -> Mapping[str, Function]:
