@@ -155,8 +155,10 @@ class Runtime(Lifecycle):
         result = self.transport.task_result(task_id)
         if result is not None:
             return result
-        if seen is None or seen["status"] != "started":  # unknown, or lost (sent again)
-            return None if seen is None else {**seen, "alive": False}
+        if seen is None:
+            return None
+        if seen["status"] != "started":  # lost: sent again, like a task never seen
+            return {**seen, "alive": False}
         proc = seen.get("proc")
         return {"status": "started", "alive": proc is None or self.store.proc_alive(proc)}
 
